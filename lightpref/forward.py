@@ -1,0 +1,102 @@
+"""Per-token log-probs of completion tokens, written once and used by training, validation and evaluation.
+
+The model's decoder runs over the whole (prompt + completion) sequences, but the output projection and the
+log-softmax run only at the positions that predict a completion token, a chunk of rows at a time. So the float32
+logits never exist for the whole batch at once: peak extra memory is one ``(chunk, vocab)`` block, and the prompt
+positions (most of the tokens in multi-turn data) cost no vocabulary projection at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+
+@dataclass(frozen=True)
+class TokenLogProbs:
+    """Per-token results over a batch of N sequences of length T."""
+
+    logps: Tensor  # (N, T) log π(x_t | x_<t) on completion tokens, 0 elsewhere
+    mask: Tensor  # (N, T) bool, the completion tokens
+    logits_sum: Tensor  # (N,) sum over completion positions and vocabulary of the raw logits (for logging)
+    log_collision: Tensor | None = None  # (N, T) log Σ_v π(v | x_<t), 0 elsewhere; only when asked
+
+
+def _output_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module, float | None]:
+    """The decoder body, the output projection and the final logit soft-cap (if the architecture has one)."""
+    decoder = model.get_decoder()
+    head = model.get_output_embeddings()
+    if decoder is None or head is None:
+        raise TypeError(
+            f"{type(model).__name__} exposes no decoder/output embeddings; set `logits_chunk_size: null` to run "
+            "the model's own forward instead"
+        )
+    return decoder, head, getattr(model.config, "final_logit_softcapping", None)
+
+
+def _chunk_logps(
+    head: nn.Module, hidden: Tensor, targets: Tensor, softcap: float | None, with_collision: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    logits = head(hidden).float()  # (c, V)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    log_normaliser = torch.logsumexp(logits, dim=-1)  # (c,)
+    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - log_normaliser
+    collision = None
+    if with_collision:  # log Σ_v p_v² = logsumexp(2·logits) − 2·logsumexp(logits)
+        collision = torch.logsumexp(2 * logits, dim=-1) - 2 * log_normaliser
+    return logps, logits.detach().sum(-1), collision
+
+
+def completion_logprobs(
+    model: PreTrainedModel,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_mask: Tensor,
+    chunk_size: int | None = 1024,
+    with_collision: bool = False,
+) -> TokenLogProbs:
+    """Log-probs of the completion tokens of ``input_ids`` under ``model``.
+
+    Args:
+        input_ids: (N, T) right-padded token ids.
+        attention_mask: (N, T) 1 on real tokens.
+        completion_mask: (N, T) bool, True on the tokens whose log-prob is wanted (never position 0).
+        chunk_size: rows of completion positions projected to the vocabulary at a time; ``None`` runs the
+            model's own full forward (exact for any architecture, but materialises (N, T, V) logits).
+        with_collision: also return ``log Σ_v π(v|·)²`` per token.
+    """
+    completion_mask = completion_mask.bool()
+    target_mask = completion_mask[:, 1:]  # (N, T-1): position t-1 predicts token t
+    targets = input_ids[:, 1:][target_mask]  # (M,)
+    if chunk_size is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (N, T-1, V)
+        rows = logits[target_mask]  # (M, V)
+        logps, logits_sums, collision = _chunk_logps(nn.Identity(), rows, targets, None, with_collision)
+    else:
+        decoder, head, softcap = _output_head(model)
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
+        rows = hidden[:, :-1][target_mask]  # (M, H)
+        pieces = [
+            _chunk_logps(head, rows[start : start + chunk_size], targets[start : start + chunk_size], softcap,
+                         with_collision)
+            for start in range(0, rows.shape[0], chunk_size)
+        ]
+        logps = torch.cat([piece[0] for piece in pieces])
+        logits_sums = torch.cat([piece[1] for piece in pieces])
+        collision = torch.cat([piece[2] for piece in pieces]) if with_collision else None
+
+    def scatter(values: Tensor) -> Tensor:
+        full = values.new_zeros(input_ids.shape)  # (N, T)
+        full[:, 1:][target_mask] = values
+        return full
+
+    return TokenLogProbs(
+        logps=scatter(logps),
+        mask=completion_mask,
+        logits_sum=scatter(logits_sums).sum(-1),
+        log_collision=scatter(collision) if collision is not None else None,
+    )

@@ -1,0 +1,14 @@
+"""Preference losses: the base contract, the registry, and lightpref's built-in losses."""
+
+from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss
+from lightpref.losses.registry import LossRegistryError, build, loss_class, registered_losses
+
+__all__ = [
+    "LogProbs",
+    "LossOutput",
+    "LossRegistryError",
+    "PreferenceLoss",
+    "build",
+    "loss_class",
+    "registered_losses",
+]

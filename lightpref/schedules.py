@@ -1,0 +1,64 @@
+"""Learning-rate schedules: linear warm-up, then cosine or linear decay, stepped once per optimiser step.
+
+``total_steps`` may be left out: :class:`~lightpref.module.PreferenceModule` fills it from the trainer's estimate
+of the run's optimiser steps before the first step.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class _WarmupDecay(LambdaLR):
+    def __init__(self, optimizer: Optimizer, warmup_steps: int | float = 0.1, total_steps: int | None = None,
+                 min_lr_ratio: float = 0.0) -> None:
+        if warmup_steps < 0 or (isinstance(warmup_steps, float) and warmup_steps >= 1):
+            raise ValueError(
+                f"`warmup_steps` must be a step count ≥ 0 or a fraction of the run in [0, 1), got {warmup_steps!r}"
+            )
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"`min_lr_ratio` must be in [0, 1], got {min_lr_ratio!r}")
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, self._factor)
+
+    def _warmup(self) -> float:
+        if isinstance(self.warmup_steps, float):
+            return self.warmup_steps * (self.total_steps or 0)
+        return float(self.warmup_steps)
+
+    def _factor(self, step: int) -> float:
+        warmup = self._warmup()
+        if step < warmup:
+            return step / warmup
+        if not self.total_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1.0, self.total_steps - warmup))
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * self._decay(progress)
+
+    def _decay(self, progress: float) -> float:
+        raise NotImplementedError
+
+
+class WarmupCosineLR(_WarmupDecay):
+    """Linear warm-up from 0, then cosine decay to ``min_lr_ratio`` × the base learning rate.
+
+    Args:
+        warmup_steps: optimiser steps of warm-up, or a float in [0, 1) for a fraction of ``total_steps``.
+        total_steps: steps of the whole run; ``None`` lets the module fill it in.
+        min_lr_ratio: the final learning rate as a fraction of the base one.
+    """
+
+    def _decay(self, progress: float) -> float:
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupLinearLR(_WarmupDecay):
+    """Linear warm-up from 0, then linear decay to ``min_lr_ratio`` × the base learning rate (same Args)."""
+
+    def _decay(self, progress: float) -> float:
+        return 1 - progress
