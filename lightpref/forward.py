@@ -1,9 +1,10 @@
 """Per-token log-probs of completion tokens, written once and used by training, validation and evaluation.
 
 The model's decoder runs over the whole (prompt + completion) sequences, but the output projection and the
-log-softmax run only at the positions that predict a completion token, a chunk of rows at a time. So the float32
-logits never exist for the whole batch at once: peak extra memory is one ``(chunk, vocab)`` block, and the prompt
-positions (most of the tokens in multi-turn data) cost no vocabulary projection at all.
+log-softmax run only at the positions that predict a completion token, a chunk of rows at a time. When gradients
+are needed each chunk is recomputed in the backward pass instead of being kept, so the float32 logits never exist
+for the whole batch at once: peak extra memory is one ``(chunk, vocab)`` block, and the prompt positions (most of
+the tokens in multi-turn data) cost no vocabulary projection at all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 
@@ -80,11 +82,12 @@ def completion_logprobs(
         decoder, head, softcap = _output_head(model)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
         rows = hidden[:, :-1][target_mask]  # (M, H)
-        pieces = [
-            _chunk_logps(head, rows[start : start + chunk_size], targets[start : start + chunk_size], softcap,
-                         with_collision)
-            for start in range(0, rows.shape[0], chunk_size)
-        ]
+        recompute = torch.is_grad_enabled() and rows.requires_grad
+        pieces = []
+        for start in range(0, rows.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            args = (head, rows[chunk], targets[chunk], softcap, with_collision)
+            pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
         logps = torch.cat([piece[0] for piece in pieces])
         logits_sums = torch.cat([piece[1] for piece in pieces])
         collision = torch.cat([piece[2] for piece in pieces]) if with_collision else None

@@ -49,7 +49,7 @@ def test_equals_direct_in_value_and_gradient(lengths, prompt_lengths, chunk_size
     ours = torch.autograd.grad((result.logps * weights).sum(), list(model.parameters()))
     theirs = torch.autograd.grad((direct(model, input_ids, attention_mask, completion_mask)[0] * weights).sum(),
                                  list(model.parameters()))
-    for mine, reference in zip(ours, theirs):
+    for mine, reference in zip(ours, theirs, strict=True):
         torch.testing.assert_close(mine, reference, atol=1e-5, rtol=1e-4)
 
 

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from lightpref_margin_dpo import MarginDPO
 
 from lightpref.losses import LogProbs, build
-from lightpref_margin_dpo import MarginDPO
 
 
 def test_value_by_hand():

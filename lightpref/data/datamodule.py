@@ -1,0 +1,288 @@
+"""``PreferenceDataModule``: wires read → normalise → tokenise → cache → split → collate; holds no logic of its own."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from lightpref.data import cache, sources
+from lightpref.data.collate import collate_rows, pair_to_row
+from lightpref.data.formats import FORMATS, Format, NormaliseResult, normalise_rows
+from lightpref.data.tokenize import TokenizeStats, check_lengths, tokenize_pair
+from lightpref.views import PromptView
+
+Source = tuple[Any, Callable[[], Iterator[sources.Row]]]  # (what identifies its content, its rows)
+
+
+class PreferenceDataModule(LightningDataModule):
+    """Preference pairs from local files, a Hub dataset or in-memory records, tokenised once and cached.
+
+    Exactly one training source is given: ``train_files``, ``hub_dataset`` or ``records``. Validation data comes from
+    ``val_files``, the Hub ``val_split``, or a seeded ``val_fraction`` of the training pairs (or there is none).
+
+    Args:
+        tokenizer: Hub name or local directory of the tokenizer, or a tokenizer object. Without a pad token, EOS pads.
+        gguf_file: read the tokenizer from this GGUF file inside the ``tokenizer`` directory or installed package.
+        train_files: ``.jsonl``, ``.json``, ``.parquet`` or ``.csv`` file(s) or glob pattern(s) of training records.
+        val_files: file(s) of validation records.
+        hub_dataset: a Hugging Face Hub dataset name (``datasets.load_dataset``), as the training source.
+        hub_config: the Hub dataset's configuration (subset), if it has several.
+        train_split: the Hub split to train on.
+        val_split: the Hub split to validate on, if any.
+        records: in-memory records, as the training source.
+        val_fraction: the fraction of training pairs held out for validation when no validation source is given,
+            in ``[0, 1)``; 0 means no validation.
+        format: the records' format, or ``"auto"`` to detect it per source from its first valid row.
+        max_length: the most tokens of prompt + completion.
+        max_prompt_length: the most prompt tokens (a longer prompt loses its start); less than ``max_length``.
+        batch_size: training pairs per batch (each batch holds ``2 * batch_size`` sequences).
+        val_batch_size: validation pairs per batch; ``batch_size`` if not given.
+        num_workers: DataLoader worker processes.
+        skip_invalid: skip (and count) records that cannot be normalised instead of raising an error.
+        shuffle: shuffle the training pairs each epoch.
+        seed: the seed of the ``val_fraction`` split and of the shuffling.
+        pad_to_multiple_of: pad each batch's length up to a multiple of this.
+        cache_dir: where tokenised datasets are cached; ``$LIGHTPREF_CACHE/data`` or ``~/.cache/lightpref/data``.
+        prompt_views: extra prompt views to tokenise; by default those of the attached LightningModule's loss.
+        trust_remote_code: allow a Hub tokenizer's own code to run.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str | PreTrainedTokenizerBase,
+        gguf_file: str | None = None,
+        train_files: str | list[str] | None = None,
+        val_files: str | list[str] | None = None,
+        hub_dataset: str | None = None,
+        hub_config: str | None = None,
+        train_split: str = "train",
+        val_split: str | None = None,
+        records: list[dict[str, Any]] | None = None,
+        val_fraction: float = 0.0,
+        format: Format = "auto",
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        skip_invalid: bool = False,
+        shuffle: bool = True,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+        cache_dir: str | None = None,
+        prompt_views: Mapping[str, PromptView] | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        ignore = ["records", "prompt_views"] + ([] if isinstance(tokenizer, str) else ["tokenizer"])
+        self.save_hyperparameters(ignore=ignore)
+        if sum(source is not None for source in (train_files, hub_dataset, records)) != 1:
+            raise ValueError("give exactly one training source: `train_files`, `hub_dataset` or `records`")
+        if val_split is not None and hub_dataset is None:
+            raise ValueError("`val_split` names a split of `hub_dataset`; set `hub_dataset` or use `val_files`")
+        if val_files is not None and val_split is not None:
+            raise ValueError("give one validation source: `val_files` or `val_split`, not both")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction!r}")
+        if val_fraction and (val_files is not None or val_split is not None):
+            raise ValueError("`val_fraction` splits the training data when there is no validation source; drop one")
+        if format not in FORMATS:
+            raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
+        check_lengths(max_length, max_prompt_length)
+        minimums = {"batch_size": (batch_size, 1), "val_batch_size": (val_batch_size, 1)}
+        minimums.update(num_workers=(num_workers, 0), pad_to_multiple_of=(pad_to_multiple_of, 1))
+        for name, (value, least) in minimums.items():
+            if value is not None and (not isinstance(value, int) or value < least):
+                raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
+        self.tokenizer: PreTrainedTokenizerBase | None = None if isinstance(tokenizer, str) else tokenizer
+        self.tokenizer_source = tokenizer if isinstance(tokenizer, str) else None
+        self.gguf_file, self.trust_remote_code = gguf_file, trust_remote_code
+        self.train_paths = sources.expand_files(train_files, "train_files")
+        self.val_paths = sources.expand_files(val_files, "val_files")
+        self.hub_dataset, self.hub_config = hub_dataset, hub_config
+        self.train_split, self.val_split = train_split, val_split
+        self.records, self.val_fraction, self.format = records, val_fraction, format
+        self.max_length, self.max_prompt_length = max_length, max_prompt_length
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.skip_invalid, self.shuffle, self.seed = num_workers, skip_invalid, shuffle, seed
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
+        self.prompt_views = prompt_views
+        self.train_dataset: Any = None
+        self.val_dataset: Any = None
+        self.stats: dict[str, dict[str, Any]] = {}
+        self._hub: dict[str, Any] = {}
+
+    def load_tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer (loaded once), with EOS as pad token when it has none."""
+        if self.tokenizer is None:
+            from lightpref.pretrained import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.tokenizer_source, self.gguf_file, self.trust_remote_code)
+        if self.tokenizer.pad_token_id is None:
+            if self.tokenizer.eos_token is None:
+                raise ValueError("the tokenizer has neither a pad nor an EOS token; set `tokenizer.eos_token`")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return self.tokenizer
+
+    def resolve_prompt_views(self) -> dict[str, PromptView]:
+        """``prompt_views`` if given, else the attached LightningModule's ``prompt_views`` (else none)."""
+        if self.prompt_views is not None:
+            return dict(self.prompt_views)
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return dict(getattr(module, "prompt_views", None) or {})
+
+    def cache_directory(self) -> Path:
+        """``cache_dir/<fingerprint>``: the fingerprint covers the sources' content, the tokenizer, every
+        tokenisation setting and the views."""
+        tokenizer = self.load_tokenizer()
+        parts = {
+            "train": [key for key, _ in self._sources("train")],
+            "val": [key for key, _ in self._sources("val")],
+            "tokenizer": cache.tokenizer_fingerprint(tokenizer),
+            "settings": [self.format, self.skip_invalid, self.max_length, self.max_prompt_length],
+            "views": {name: repr(view) for name, view in sorted(self.resolve_prompt_views().items())},
+        }
+        return self.cache_dir / cache.fingerprint(parts)
+
+    def prepare_data(self) -> None:
+        """Normalise and tokenise every source once, into the cache (Lightning runs this on one process)."""
+        directory = self.cache_directory()
+        if cache.is_complete(directory):
+            rank_zero_info(f"lightpref data: reusing the tokenised data cached in {directory}")
+            return
+        tokenizer, views = self.load_tokenizer(), self.resolve_prompt_views()
+        splits, stats = {}, {}
+        for split in ("train", "val"):
+            splits[split], stats[split] = [], {"skipped_invalid": 0, "formats": [], **TokenizeStats().as_dict()}
+            for _, rows in self._sources(split):
+                normalised = normalise_rows(rows(), self.format, self.skip_invalid)
+                counts = TokenizeStats()
+                lengths = (self.max_length, self.max_prompt_length)
+                splits[split] += tokenize_rows(normalised, tokenizer, *lengths, views, counts)
+                for key, value in counts.as_dict().items():
+                    stats[split][key] += value
+                stats[split]["skipped_invalid"] += normalised.skipped
+                stats[split]["formats"].append(normalised.format)
+        cache.write_cache(directory, splits, stats)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the cached pairs, hold out ``val_fraction`` of them if asked, and log the counts."""
+        if self.train_dataset is not None:
+            return
+        directory = self.cache_directory()
+        if not cache.is_complete(directory):  # setup() called without prepare_data()
+            self.prepare_data()
+        self.stats = cache.read_stats(directory)
+        train, val = cache.read_split(directory, "train"), cache.read_split(directory, "val")
+        train_stats = self.stats["train"]
+        if train is None:
+            raise ValueError(
+                f"no training pairs left: {train_stats['skipped_invalid']} invalid records skipped, "
+                f"{train_stats['dropped_by_truncation']} pairs dropped by truncation; check the data, or raise "
+                "`max_length`"
+            )
+        if self.val_fraction:
+            train_indices, val_indices = split_indices(len(train), self.val_fraction, self.seed)
+            train, val = train.select(train_indices), train.select(val_indices)
+        self.train_dataset, self.val_dataset = train, val
+        for split, counts in self.stats.items():
+            if counts["skipped_invalid"]:
+                rank_zero_info(f"lightpref data: skipped {counts['skipped_invalid']} invalid {split} records")
+            if counts["pairs"] or counts["dropped_by_truncation"]:
+                rank_zero_info(
+                    f"lightpref data: {split} source: {counts['pairs']} pairs tokenised, "
+                    f"{counts['dropped_by_truncation']} dropped by truncation, {counts['prompts_truncated']} prompts "
+                    f"and {counts['completions_truncated']} completions truncated, {counts['template_fallbacks']} "
+                    f"chat-template fallbacks, {counts['split_fallbacks']} tokenisation-split fallbacks"
+                )
+        val_size = 0 if val is None else len(val)
+        rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation pairs; cache {directory}")
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise RuntimeError("call `setup()` before asking for the training DataLoader")
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(self.train_dataset, self.batch_size, self.shuffle, generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation DataLoader, or ``[]`` (no validation) when there is no validation data."""
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return []
+        return self._loader(self.val_dataset, self.val_batch_size, False, None)
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+        collate = partial(
+            collate_rows, pad_token_id=self.load_tokenizer().pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of
+        )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def _sources(self, split: str) -> list[Source]:
+        """The sources of a split, each as (content key for the fingerprint, rows)."""
+        paths = self.train_paths if split == "train" else self.val_paths
+        found: list[Source] = [(sources.file_digest(path), partial(sources.read_file, path)) for path in paths]
+        if split == "train" and self.records is not None:
+            found.append((sources.records_digest(self.records), partial(sources.read_records, self.records)))
+        hub_split = self.train_split if split == "train" else self.val_split
+        if self.hub_dataset is not None and hub_split is not None:
+            if hub_split not in self._hub:
+                self._hub[hub_split] = sources.load_hub(self.hub_dataset, self.hub_config, hub_split)
+            dataset = self._hub[hub_split]
+            key = [self.hub_dataset, self.hub_config, hub_split, getattr(dataset, "_fingerprint", None)]
+            found.append((key, partial(sources.read_hub, dataset, self.hub_dataset, hub_split)))
+        return found
+
+
+def tokenize_rows(
+    normalised: NormaliseResult,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_prompt_length: int,
+    views: Mapping[str, PromptView],
+    stats: TokenizeStats,
+) -> list[dict[str, list[int]]]:
+    """The kept pairs of one source as Arrow rows; an error names the row's location. Shows progress when large."""
+    rows = []
+    examples = zip(normalised.locations, normalised.examples, strict=True)
+    hide = len(normalised.examples) < 1000
+    for location, example in tqdm(examples, "Tokenising", len(normalised.examples), disable=hide):
+        try:
+            pair = tokenize_pair(example, tokenizer, max_length, max_prompt_length, views, stats)
+        except ValueError as error:
+            raise ValueError(f"{location}: {error}") from error
+        if pair is not None:
+            rows.append(pair_to_row(pair))
+    return rows
+
+
+def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded random split of ``range(count)`` into (train, validation) indices, validation ~``fraction``.
+
+    >>> train, val = split_indices(10, 0.2, seed=0)
+    >>> len(train), len(val), sorted(train + val) == list(range(10))
+    (8, 2, True)
+    """
+    if count < 2:
+        raise ValueError(f"`val_fraction` needs at least 2 training pairs to split, got {count}")
+    order = list(range(count))
+    random.Random(seed).shuffle(order)
+    size = min(max(1, round(count * fraction)), count - 1)
+    return sorted(order[size:]), sorted(order[:size])

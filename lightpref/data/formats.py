@@ -1,0 +1,247 @@
+"""Normalise raw preference records into :class:`PreferenceExample` (prompt, chosen, rejected).
+
+Three input formats are understood, detected per dataset from its first valid row unless given explicitly:
+
+- ``explicit``: ``{"prompt": str, "chosen": str, "rejected": str}``;
+- ``conversational``: a ``prompt`` list of chat messages with assistant ``chosen``/``rejected`` turns (a list of
+  messages, one message dict, or a plain string), or no ``prompt`` and two full conversations whose longest shared
+  prefix is the prompt;
+- ``hh_rlhf``: Anthropic HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``) whose shared part up to the
+  last ``"\\n\\nAssistant:"`` is the prompt.
+
+A record that cannot be normalised raises :class:`InvalidRecord` (a ``ValueError``) carrying the problem and its
+fix; :func:`normalise_rows` adds where the row came from, or counts and skips it.
+
+>>> normalise_record({"prompt": "2+2?", "chosen": " 4", "rejected": " 5"})
+PreferenceExample(prompt='2+2?', chosen=' 4', rejected=' 5')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Message = dict[str, Any]
+Prompt = str | list[Message]
+Format = Literal["auto", "explicit", "conversational", "hh_rlhf"]
+FORMATS: tuple[str, ...] = get_args(Format)
+
+HH_HUMAN = "\n\nHuman:"
+HH_ASSISTANT = "\n\nAssistant:"
+_SKIP_FIX = "fix or remove the row, or set `skip_invalid: true` to skip such rows"
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One normalised preference pair.
+
+    ``prompt`` is a string or a list of chat messages; ``chosen``/``rejected`` are strings when the prompt is a
+    string and lists of messages (starting with an assistant turn) when it is a conversation.
+    """
+
+    prompt: Prompt
+    chosen: Prompt
+    rejected: Prompt
+
+    @property
+    def is_conversational(self) -> bool:
+        return isinstance(self.prompt, list)
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot be normalised; ``problem`` says what is wrong and ``fix`` what to do about it."""
+
+    def __init__(self, problem: str, fix: str = _SKIP_FIX) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
+@dataclass
+class NormaliseResult:
+    """The examples of one source with the location of each, and how many invalid rows were skipped."""
+
+    examples: list[PreferenceExample] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)
+    skipped: int = 0
+    format: str | None = None
+
+
+def detect_format(record: Any) -> str:
+    """The format of one record, or :class:`InvalidRecord` when it matches none.
+
+    >>> detect_format({"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "b"})
+    'conversational'
+    >>> detect_format({"chosen": "\\n\\nHuman: hi\\n\\nAssistant: a", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: b"})
+    'hh_rlhf'
+    """
+    if not isinstance(record, dict):
+        raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/chosen/rejected fields")
+    prompt, chosen = record.get("prompt"), record.get("chosen")
+    if isinstance(prompt, list) or (prompt is None and isinstance(chosen, list)):
+        return "conversational"
+    if prompt is None and isinstance(chosen, str) and HH_HUMAN in chosen and HH_ASSISTANT in chosen:
+        return "hh_rlhf"
+    if isinstance(prompt, str):
+        return "explicit"
+    raise InvalidRecord(
+        f"cannot tell the format of a row with fields {sorted(record)}",
+        "give `prompt`/`chosen`/`rejected` strings (explicit), chat messages (conversational) or HH-RLHF "
+        f"transcripts, or set `format` to one of {[name for name in FORMATS if name != 'auto']}",
+    )
+
+
+def normalise_record(record: Any, format: str = "auto") -> PreferenceExample:
+    """Normalise one raw record in the given format (``"auto"`` detects it from this record alone).
+
+    >>> turn = "\\n\\nHuman: hi\\n\\nAssistant:"
+    >>> normalise_record({"chosen": turn + " hello", "rejected": turn + " go"})
+    PreferenceExample(prompt='\\n\\nHuman: hi\\n\\nAssistant:', chosen=' hello', rejected=' go')
+    """
+    if format == "auto":
+        format = detect_format(record)
+    if format not in _NORMALISERS:
+        raise ValueError(f"unknown format {format!r}; use one of {list(FORMATS)}")
+    if not isinstance(record, dict):
+        raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/chosen/rejected fields")
+    example = _NORMALISERS[format](record)
+    if example.chosen == example.rejected:
+        raise InvalidRecord("`chosen` is identical to `rejected`, so the row states no preference")
+    return example
+
+
+def normalise_rows(
+    rows: Iterable[tuple[str, Any]], format: str = "auto", skip_invalid: bool = False
+) -> NormaliseResult:
+    """Normalise ``(location, record)`` rows of one dataset; the format is detected from the first valid row.
+
+    An invalid row raises a ``ValueError`` that starts with its location, or is counted in ``skipped`` when
+    ``skip_invalid``.
+
+    >>> result = normalise_rows([("records[0]", {"prompt": "q", "chosen": "a", "rejected": "a"})], skip_invalid=True)
+    >>> result.skipped, result.examples
+    (1, [])
+    """
+    if format not in FORMATS:
+        raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
+    result = NormaliseResult(format=None if format == "auto" else format)
+    for location, record in rows:
+        try:
+            example = normalise_record(record, result.format or "auto")
+        except InvalidRecord as error:
+            if skip_invalid:
+                result.skipped += 1
+                continue
+            raise ValueError(f"{location}: {error}") from None
+        if result.format is None:
+            result.format = detect_format(record)
+        result.examples.append(example)
+        result.locations.append(location)
+    return result
+
+
+def _string_field(record: dict[str, Any], name: str, format: str) -> str:
+    value = record.get(name)
+    if value is None:
+        raise InvalidRecord(f"field `{name}` is missing ({format} format)", f"add it, or {_SKIP_FIX}")
+    if not isinstance(value, str):
+        raise InvalidRecord(
+            f"field `{name}` must be a string in the {format} format, got {type(value).__name__}",
+            f"give a string, set `format` to the data's real format, or {_SKIP_FIX}",
+        )
+    if not value.strip():
+        raise InvalidRecord(f"field `{name}` is empty")
+    return value
+
+
+def _explicit(record: dict[str, Any]) -> PreferenceExample:
+    return PreferenceExample(*(_string_field(record, name, "explicit") for name in ("prompt", "chosen", "rejected")))
+
+
+def _hh_rlhf(record: dict[str, Any]) -> PreferenceExample:
+    chosen, rejected = (_string_field(record, name, "hh_rlhf") for name in ("chosen", "rejected"))
+    shared = os.path.commonprefix([chosen, rejected])
+    end = shared.rfind(HH_ASSISTANT)
+    if end < 0:
+        raise InvalidRecord(
+            f"`chosen` and `rejected` share no {HH_ASSISTANT!r} turn, so there is no prompt to split off",
+            f"check the transcripts, use another `format`, or {_SKIP_FIX}",
+        )
+    prompt = chosen[: end + len(HH_ASSISTANT)]
+    example = PreferenceExample(prompt, chosen[len(prompt) :], rejected[len(prompt) :])
+    for name in ("chosen", "rejected"):
+        if not getattr(example, name).strip() and chosen != rejected:
+            raise InvalidRecord(f"the `{name}` completion (after the last shared {HH_ASSISTANT!r}) is empty")
+    return example
+
+
+def _conversational(record: dict[str, Any]) -> PreferenceExample:
+    prompt = record.get("prompt")
+    if isinstance(prompt, list):
+        prompt = _messages(prompt, "prompt")
+        if not prompt:
+            raise InvalidRecord("field `prompt` is an empty list of messages")
+        return PreferenceExample(prompt, _assistant_turns(record, "chosen"), _assistant_turns(record, "rejected"))
+    if prompt is not None:
+        raise InvalidRecord(
+            f"field `prompt` must be a list of chat messages in the conversational format, got {type(prompt).__name__}",
+            "give the prompt as messages, drop the `prompt` field so the prompt is the messages `chosen` and "
+            f"`rejected` share, or {_SKIP_FIX}",
+        )
+    chosen, rejected = (_messages(record.get(name), name) for name in ("chosen", "rejected"))
+    if chosen == rejected:
+        raise InvalidRecord("`chosen` is identical to `rejected`, so the row states no preference")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    if shared == 0:
+        raise InvalidRecord("`chosen` and `rejected` share no leading messages, so there is no prompt")
+    example = PreferenceExample(chosen[:shared], chosen[shared:], rejected[shared:])
+    for name in ("chosen", "rejected"):
+        _check_completion(getattr(example, name), name)
+    return example
+
+
+def _assistant_turns(record: dict[str, Any], name: str) -> list[Message]:
+    value = record.get(name)
+    if isinstance(value, str):
+        if not value.strip():
+            raise InvalidRecord(f"field `{name}` is empty")
+        return [{"role": "assistant", "content": value}]
+    messages = _messages([value] if isinstance(value, dict) else value, name)
+    _check_completion(messages, name)
+    return messages
+
+
+def _check_completion(messages: list[Message], name: str) -> None:
+    if not messages or not any(str(message["content"]).strip() for message in messages):
+        raise InvalidRecord(f"the `{name}` completion is empty")
+    if messages[0]["role"] != "assistant":
+        raise InvalidRecord(
+            f"the `{name}` completion starts with a {messages[0]['role']!r} turn, not an assistant turn",
+            f"make the completion start with the assistant's reply, or {_SKIP_FIX}",
+        )
+
+
+def _messages(value: Any, name: str) -> list[Message]:
+    if value is None:
+        raise InvalidRecord(f"field `{name}` is missing (conversational format)", f"add it, or {_SKIP_FIX}")
+    if not isinstance(value, list):
+        raise InvalidRecord(f"field `{name}` must be a list of chat messages, got {type(value).__name__}")
+    for number, message in enumerate(value, 1):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or not message["role"]:
+            raise InvalidRecord(
+                f"message {number} of `{name}` is malformed: expected an object with a string `role`, got {message!r}",
+                f'write each message as {{"role": "user", "content": "…"}}, or {_SKIP_FIX}',
+            )
+        if not isinstance(message.get("content"), str):
+            raise InvalidRecord(
+                f"message {number} of `{name}` has no string `content`: {message!r}",
+                f'write each message as {{"role": "user", "content": "…"}}, or {_SKIP_FIX}',
+            )
+    return [dict(message) for message in value]
+
+
+_NORMALISERS = {"explicit": _explicit, "conversational": _conversational, "hh_rlhf": _hh_rlhf}

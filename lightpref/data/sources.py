@@ -1,0 +1,134 @@
+"""Read raw records, each with its location (file and row), from local files, the Hub or memory.
+
+Every reader yields ``(location, record)`` pairs; the location is what an error message names, e.g.
+``"data/train.jsonl, line 3"``. Row numbers in files are 1-based.
+
+>>> list(read_records([{"prompt": "q", "chosen": "a", "rejected": "b"}]))
+[('records[0]', {'prompt': 'q', 'chosen': 'a', 'rejected': 'b'})]
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+
+Row = tuple[str, Any]
+
+
+def expand_files(files: str | list[str] | None, parameter: str) -> list[Path]:
+    """The paths named by a file parameter (a path, a glob pattern or a list of them), checked to exist.
+
+    >>> expand_files(None, "train_files")
+    []
+    """
+    if files is None:
+        return []
+    paths: list[Path] = []
+    for name in [files] if isinstance(files, str) else files:
+        if any(char in name for char in "*?["):
+            matches = sorted(glob.glob(str(Path(name).expanduser())))
+            if not matches:
+                raise FileNotFoundError(f"`{parameter}`: no file matches the pattern {name!r}")
+            paths.extend(Path(match) for match in matches)
+            continue
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"`{parameter}`: the file {str(path)!r} does not exist; check the path")
+        paths.append(path)
+    for path in paths:
+        if path.suffix.lower() not in FILE_TYPES:
+            raise ValueError(
+                f"`{parameter}`: cannot read {str(path)!r}: unsupported file type {path.suffix!r}; "
+                f"use one of {list(FILE_TYPES)}"
+            )
+    return paths
+
+
+def read_file(path: Path) -> Iterator[Row]:
+    """The records of a ``.jsonl``, ``.json`` (a list of objects, or JSON lines), ``.parquet`` or ``.csv`` file."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _read_json_lines(path)
+    elif suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            if "Extra data" not in str(error):
+                raise ValueError(f"{path}: not valid JSON ({error}); fix the file") from None
+            yield from _read_json_lines(path)
+            return
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: a .json file must hold a list of records, got a {type(data).__name__}")
+        for number, record in enumerate(data, 1):
+            yield f"{path}, row {number} (1-based)", record
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for number, record in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield f"{path}, row {number} (1-based)", record
+    elif suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as stream:
+            for number, record in enumerate(csv.DictReader(stream), 1):
+                yield f"{path}, row {number} (1-based, after the header)", record
+    else:
+        raise ValueError(f"cannot read {str(path)!r}: unsupported file type {suffix!r}; use one of {list(FILE_TYPES)}")
+
+
+def _read_json_lines(path: Path) -> Iterator[Row]:
+    with path.open(encoding="utf-8") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({error}); fix or remove the line") from None
+            yield f"{path}, line {number}", record
+
+
+def read_records(records: list[dict[str, Any]]) -> Iterator[Row]:
+    """In-memory records, located by their (0-based) list index."""
+    for index, record in enumerate(records):
+        yield f"records[{index}]", record
+
+
+def load_hub(name: str, config: str | None, split: str) -> Any:
+    """A split of a Hub dataset (``datasets.load_dataset``; downloads on first use, then reads the local cache)."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name, config, split=split)
+    except ValueError as error:
+        if "split" in str(error).lower():
+            message = f"hub dataset {name!r}: no split {split!r} ({error}); set `train_split`/`val_split`"
+            raise ValueError(message) from None
+        raise
+
+
+def read_hub(dataset: Any, name: str, split: str) -> Iterator[Row]:
+    """The rows of a loaded Hub dataset split."""
+    for number, record in enumerate(dataset, 1):
+        yield f"hub dataset {name!r} split {split!r}, row {number} (1-based)", record
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def records_digest(records: list[dict[str, Any]]) -> str:
+    """The SHA-256 of in-memory records' JSON."""
+    text = json.dumps(records, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

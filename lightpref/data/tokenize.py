@@ -1,0 +1,240 @@
+"""Tokenise a normalised pair: prompt tokens, completion tokens ending in EOS, one prompt per view, truncated.
+
+String prompts get the tokenizer's leading special tokens (a BOS if it adds one) and completions none; chat
+conversations go through the tokenizer's chat template. Either way the prompt + completion text is tokenised jointly
+and split where the prompt's tokens end, so the completion tokens are those the model sees after that prompt.
+
+>>> from lightpref.data.formats import PreferenceExample
+>>> from lightpref.testing import tiny_tokenizer
+>>> tokenizer = tiny_tokenizer()
+>>> pair = tokenize_pair(PreferenceExample("Hi", " yes", " no"), tokenizer, max_length=16, max_prompt_length=8)
+>>> tokenizer.decode(pair.prompt_ids), tokenizer.decode(pair.chosen_ids), tokenizer.decode(pair.rejected_ids)
+('Hi', ' yes<|im_end|>', ' no<|im_end|>')
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from lightpref.data.formats import Message, PreferenceExample, Prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from lightpref.views import PromptView
+
+NO_CHAT_TEMPLATE = (
+    "the data is conversational (chat messages) but the tokenizer has no chat template; use a tokenizer that has "
+    "one (an instruct or chat model's), set `tokenizer.chat_template`, or give the data in the explicit format "
+    "(`prompt`/`chosen`/`rejected` strings)"
+)
+
+
+@dataclass(frozen=True)
+class TokenizedPair:
+    """Token ids of one pair: the prompt, each completion (ending in EOS unless truncated) and each view's prompt."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    view_prompt_ids: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizeStats:
+    """Counts kept while tokenising a dataset; pass one to :func:`tokenize_pair` to collect them.
+
+    ``dropped_by_truncation`` counts pairs left with an empty completion, or with identical chosen and rejected
+    tokens (no preference left), once truncated. ``template_fallbacks`` counts conversations whose chat template
+    does not render the prompt as a prefix of prompt + completion (the completion text is then the messages'
+    content joined, plus EOS); ``split_fallbacks`` counts pairs whose joint tokens do not start with the prompt's
+    (the completion is then tokenised on its own).
+    """
+
+    pairs: int = 0
+    dropped_by_truncation: int = 0
+    prompts_truncated: int = 0
+    completions_truncated: int = 0
+    template_fallbacks: int = 0
+    split_fallbacks: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def check_lengths(max_length: int, max_prompt_length: int) -> None:
+    """Reject lengths that leave no room for a prompt token or a completion token."""
+    if not isinstance(max_prompt_length, int) or max_prompt_length < 1:
+        raise ValueError(f"`max_prompt_length` must be an integer >= 1, got {max_prompt_length!r}")
+    if not isinstance(max_length, int) or max_length <= max_prompt_length:
+        raise ValueError(
+            f"`max_length` ({max_length!r}) must be greater than `max_prompt_length` ({max_prompt_length!r}) "
+            "so that completions keep at least one token; raise `max_length` or lower `max_prompt_length`"
+        )
+
+
+def tokenize_pair(
+    example: PreferenceExample,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_prompt_length: int,
+    views: Mapping[str, PromptView] | None = None,
+    stats: TokenizeStats | None = None,
+) -> TokenizedPair | None:
+    """Tokenise and truncate one pair, or ``None`` when truncation leaves nothing to compare (see ``stats``).
+
+    Each view transforms the normalised prompt (before any chat template); the view's prompt is tokenised like the
+    plain one and truncated from its start to fit both ``max_prompt_length`` and ``max_length`` next to the shared,
+    already truncated completions.
+    """
+    check_lengths(max_length, max_prompt_length)
+    stats = TokenizeStats() if stats is None else stats
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token, which ends every completion; set `tokenizer.eos_token`")
+    prompt_text, prompt_ids = encode_prompt(example.prompt, tokenizer)
+    chosen_ids, rejected_ids = (
+        encode_completion(example.prompt, prompt_text, prompt_ids, completion, tokenizer, stats)
+        for completion in (example.chosen, example.rejected)
+    )
+    bos = tokenizer.bos_token_id
+    truncated = truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length, max_prompt_length, bos)
+    if truncated is None:
+        stats.dropped_by_truncation += 1
+        return None
+    stats.prompts_truncated += len(truncated[0]) < len(prompt_ids)
+    stats.completions_truncated += len(truncated[1]) < len(chosen_ids) or len(truncated[2]) < len(rejected_ids)
+    stats.pairs += 1
+    prompt_ids, chosen_ids, rejected_ids = truncated
+    view_budget = min(max_prompt_length, max_length - max(len(chosen_ids), len(rejected_ids)))
+    view_prompt_ids = {}
+    for name, view in (views or {}).items():
+        _, view_ids = encode_prompt(view.apply(copy.deepcopy(example.prompt)), tokenizer)
+        view_prompt_ids[name] = truncate_prompt(view_ids, view_budget, bos)
+    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, view_prompt_ids)
+
+
+def encode_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[int]]:
+    """The prompt's text (after the chat template, with the generation prompt) and its token ids."""
+    if isinstance(prompt, str):
+        text = prompt
+    else:
+        text = render_chat(prompt, tokenizer, add_generation_prompt=True)
+    ids = encode_text(text, tokenizer)
+    if not ids:
+        raise ValueError(f"the prompt {text!r} tokenises to no tokens; give a non-empty prompt")
+    return text, ids
+
+
+def encode_completion(
+    prompt: Prompt,
+    prompt_text: str,
+    prompt_ids: list[int],
+    completion: Prompt,
+    tokenizer: PreTrainedTokenizerBase,
+    stats: TokenizeStats,
+) -> list[int]:
+    """The completion's token ids after the prompt, ending with EOS (see the module docstring)."""
+    eos = tokenizer.eos_token_id
+    if isinstance(completion, str):
+        ids = split_after_prompt(prompt_text, prompt_ids, completion, tokenizer, stats)
+        return ids if ids and ids[-1] == eos else [*ids, eos]
+    full_text = render_chat([*prompt, *completion], tokenizer, add_generation_prompt=False)
+    if full_text.startswith(prompt_text):
+        completion_text = full_text[len(prompt_text) :]
+    else:
+        stats.template_fallbacks += 1
+        completion_text = "\n".join(message["content"] for message in completion)
+    ids = split_after_prompt(prompt_text, prompt_ids, completion_text, tokenizer, stats)
+    return end_at_last_eos(ids, eos)
+
+
+def split_after_prompt(
+    prompt_text: str,
+    prompt_ids: list[int],
+    completion_text: str,
+    tokenizer: PreTrainedTokenizerBase,
+    stats: TokenizeStats,
+) -> list[int]:
+    """Tokenise prompt + completion jointly and return the tokens after the prompt's, or tokenise the completion
+    alone (counted in ``stats.split_fallbacks``) when the joint tokens do not start with the prompt's."""
+    full_ids = encode_text(prompt_text + completion_text, tokenizer)
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        return full_ids[len(prompt_ids) :]
+    stats.split_fallbacks += 1
+    return list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
+
+
+def end_at_last_eos(ids: list[int], eos: int) -> list[int]:
+    """Cut right after the last EOS (dropping e.g. the newline a chat template writes after it), or append one.
+
+    >>> end_at_last_eos([5, 3, 9], eos=3), end_at_last_eos([5, 9], eos=3)
+    ([5, 3], [5, 9, 3])
+    """
+    if eos in ids:
+        return ids[: len(ids) - ids[::-1].index(eos)]
+    return [*ids, eos]
+
+
+def render_chat(messages: list[Message], tokenizer: PreTrainedTokenizerBase, add_generation_prompt: bool) -> str:
+    """Messages as text through the tokenizer's chat template, or a clear error when it has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(NO_CHAT_TEMPLATE)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode_text(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of a text with the tokenizer's leading special tokens, unless the text already starts with BOS."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos_text = tokenizer.bos_token
+    if isinstance(bos_text, str) and bos_text and text.startswith(bos_text):
+        return ids
+    return leading_special_ids(tokenizer) + ids
+
+
+def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts before a text (a BOS for Llama-style tokenizers), never those after."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    special = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    for start in range(len(special) - len(plain) + 1):
+        if special[start : start + len(plain)] == plain:
+            return special[:start]
+    return []
+
+
+def truncate_prompt(ids: list[int], limit: int, bos_token_id: int | None) -> list[int]:
+    """Keep the last ``limit`` tokens of a prompt, and its leading BOS if it has one.
+
+    >>> truncate_prompt([1, 5, 6, 7, 8], 3, bos_token_id=1), truncate_prompt([5, 6, 7, 8], 3, bos_token_id=1)
+    ([1, 7, 8], [6, 7, 8])
+    """
+    if len(ids) <= limit:
+        return list(ids)
+    head = ids[:1] if bos_token_id is not None and ids[0] == bos_token_id else []
+    return head + ids[len(ids) - (limit - len(head)) :] if limit > len(head) else head
+
+
+def truncate_pair(
+    prompt_ids: list[int],
+    chosen_ids: list[int],
+    rejected_ids: list[int],
+    max_length: int,
+    max_prompt_length: int,
+    bos_token_id: int | None,
+) -> tuple[list[int], list[int], list[int]] | None:
+    """The prompt cut from its start to ``max_prompt_length``, the completions cut from their end to fit
+    ``max_length`` after it; ``None`` when a completion has nothing left or both are left identical.
+
+    >>> truncate_pair([1, 2, 3], [4, 5, 6], [4, 7], max_length=4, max_prompt_length=2, bos_token_id=None)
+    ([2, 3], [4, 5], [4, 7])
+    >>> truncate_pair([1, 2, 3], [4, 5, 6], [4, 7], max_length=3, max_prompt_length=2, bos_token_id=None) is None
+    True
+    """
+    prompt_ids = truncate_prompt(prompt_ids, max_prompt_length, bos_token_id)
+    budget = max_length - len(prompt_ids)
+    chosen_ids, rejected_ids = chosen_ids[:budget], rejected_ids[:budget]
+    if not chosen_ids or not rejected_ids or chosen_ids == rejected_ids:
+        return None
+    return prompt_ids, chosen_ids, rejected_ids

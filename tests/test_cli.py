@@ -1,0 +1,125 @@
+"""``lightpref`` on the command line: configs, overrides, the saved config, the loss listing and a plugin."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightpref.cli import build_cli
+from lightpref.losses.dpo import DPO
+from lightpref.losses.ipo import IPO
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGIN = REPO / "plugins" / "lightpref-margin-dpo"
+
+
+def write_config(path, checkpoint, pairs_file, root, **loss):
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_steps": 3, "accelerator": "cpu", "default_root_dir": str(root), "enable_progress_bar": False,
+            "enable_model_summary": False, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+        },
+        "model": {
+            "pretrained": str(checkpoint),
+            "loss": loss or "dpo",
+            "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
+        },
+        "data": {"train_files": str(pairs_file), "batch_size": 4, "max_length": 64, "max_prompt_length": 32},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(*args, env=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "lightpref", *args], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, **(env or {})}, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"lightpref {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_fit_from_config_and_rerun_from_saved_config(tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path / "first")
+    first = build_cli(["fit", "--config", str(config)])
+    saved = Path(first.trainer.log_dir) / "config.yaml"
+    assert saved.is_file()
+    second = build_cli(["fit", "--config", str(saved), "--trainer.default_root_dir", str(tmp_path / "second")])
+    for name, value in first.model.policy.state_dict().items():
+        torch.testing.assert_close(second.model.policy.state_dict()[name], value)
+
+
+def test_dotted_override_of_class_path_loss(tiny_checkpoint, pairs_file, tmp_path):
+    loss = {"class_path": "lightpref.losses.dpo.DPO", "init_args": {"beta": 0.1, "label_smoothing": 0.1}}
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path, **loss)
+    cli = build_cli(["fit", "--config", str(config), "--model.loss.init_args.beta", "0.2"], run=False)
+    assert isinstance(cli.model.loss, DPO)
+    assert (cli.model.loss.beta, cli.model.loss.label_smoothing) == (0.2, 0.1)
+
+
+def test_loss_by_registered_name_and_repeated_configs(tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"data": {"batch_size": 2}, "model": {"loss": "ipo"}}))
+    cli = build_cli(["fit", "--config", str(config), "--config", str(override)], run=False)
+    assert isinstance(cli.model.loss, IPO) and cli.datamodule.batch_size == 2
+
+
+def test_unknown_loss_name_lists_the_registered_ones(tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    result = run("fit", "--config", str(config), "--model.loss", "dpoo", check=False)
+    assert result.returncode != 0
+    assert "unknown loss 'dpoo'" in result.stderr and "dpo, " in result.stderr
+
+
+def test_print_config(tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    printed = yaml.safe_load(run("fit", "--config", str(config), "--print_config").stdout)
+    assert printed["model"]["loss"] == "dpo" and printed["data"]["batch_size"] == 4
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_config_parses(config):
+    """Each config instantiates (models are built later, in configure_model) and says how to run it."""
+    assert config.read_text().startswith("# Run: lightpref ")
+    cli = build_cli(["fit", "--config", str(config)], run=False)
+    assert cli.model.loss is not None and cli.datamodule is not None
+
+
+def test_losses_lists_builtins():
+    lines = run("losses").stdout.splitlines()
+    assert lines[0].split()[:3] == ["name", "reference", "distribution"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["dpo"].split()[1:3] == ["yes", "lightpref"] and "logσ" in rows["dpo"]
+    assert "ipo" in rows
+
+
+@pytest.fixture(scope="module")
+def installed_plugin(tmp_path_factory):
+    """The example plugin installed into a private directory, leaving the test environment untouched."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(PLUGIN)], check=True, capture_output=True, timeout=300)
+    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_plugin_is_listed(installed_plugin):
+    rows = {line.split()[0]: line for line in run("losses", env=installed_plugin).stdout.splitlines()[1:]}
+    assert rows["margin_dpo"].split()[1:3] == ["yes", "lightpref-margin-dpo"]
+
+
+def test_plugin_trains(installed_plugin, tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    result = run("fit", "--config", str(config), "--model.loss", "margin_dpo", env=installed_plugin)
+    assert "margin_dpo" in (tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text()
+    assert result.returncode == 0
+
+
+def test_plugin_own_tests_pass(installed_plugin):
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
+                            capture_output=True, text=True, env={**os.environ, **installed_plugin}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
