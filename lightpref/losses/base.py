@@ -112,11 +112,12 @@ class LogProbs:
         )
 
     def token_mean(self) -> LogProbs:
-        """The same record with ``chosen``/``rejected`` divided by their token counts (from sums to means)."""
+        """The same record, views included, with ``chosen``/``rejected`` divided by their token counts."""
         return replace(
             self,
             chosen=self.chosen / self.chosen_lengths.clamp(min=1),
             rejected=self.rejected / self.rejected_lengths.clamp(min=1),
+            views={name: view.token_mean() for name, view in self.views.items()},
         )
 
 
