@@ -82,6 +82,25 @@ def _source(name_or_path: str, gguf_file: str | None) -> str:
     return str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path
 
 
+def quantization_config(bits: int | None, dtype: str) -> object | None:
+    """bitsandbytes settings for QLoRA-style loading in 4 or 8 bits; a clear error where it cannot work."""
+    if bits is None:
+        return None
+    if bits not in (4, 8):
+        raise ValueError(f"`model.quantization_bits` must be 4, 8 or null, got {bits}")
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+        raise RuntimeError(
+            f"`model.quantization_bits: {bits}` (QLoRA) needs a CUDA GPU and the bitsandbytes package "
+            "(`pip install bitsandbytes`); on this machine use LoRA without quantisation (`quantization_bits: null`)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=DTYPES[dtype],
+                              bnb_4bit_use_double_quant=True)
+
+
 def load_model(
     name_or_path: str,
     gguf_file: str | None = None,
@@ -89,17 +108,28 @@ def load_model(
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    quantization_bits: int | None = None,
 ) -> PreTrainedModel:
-    """A causal LM from a Hub name, a local directory, or a GGUF file (see the module docstring)."""
+    """A causal LM from a Hub name, a local directory, or a GGUF file (see the module docstring).
+
+    ``quantization_bits`` (4 or 8) loads the weights quantised by bitsandbytes, for QLoRA.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return AutoModelForCausalLM.from_pretrained(
+    quantization = quantization_config(quantization_bits, dtype)
+    model = AutoModelForCausalLM.from_pretrained(
         _source(name_or_path, gguf_file),
         dtype=DTYPES[dtype],
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         revision=revision,
+        **({"quantization_config": quantization} if quantization is not None else {}),
     )
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
 
 
 def load_tokenizer(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformers import AutoModelForCausalLM
 
 from lightpref.cli import build_cli
 from lightpref.losses.dpo import DPO
@@ -46,6 +47,10 @@ def run(*args, env=None, check=True):
 def test_fit_from_config_and_rerun_from_saved_config(tiny_checkpoint, pairs_file, tmp_path):
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path / "first")
     first = build_cli(["fit", "--config", str(config)])
+    original = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
+    policy, reference = first.model.policy.state_dict(), first.model.reference.state_dict()
+    assert any(not torch.equal(policy[key], value) for key, value in original.items()), "the policy did not train"
+    assert all(torch.equal(reference[key], value) for key, value in original.items()), "the reference changed"
     saved = Path(first.trainer.log_dir) / "config.yaml"
     assert saved.is_file()
     second = build_cli(["fit", "--config", str(saved), "--trainer.default_root_dir", str(tmp_path / "second")])

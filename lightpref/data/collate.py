@@ -99,5 +99,12 @@ def pair_from_row(row: dict[str, Any]) -> TokenizedPair:
 def collate_rows(
     rows: Sequence[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None
 ) -> dict[str, Any]:
-    """:func:`collate_pairs` of stored rows: the DataLoader's ``collate_fn``."""
-    return collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
+    """:func:`collate_pairs` of stored rows: the DataLoader's ``collate_fn``.
+
+    Rows that carry their position in the split (``"index"``) give the batch an ``"index"`` (B,) tensor, by which
+    precomputed reference log-probs are looked up.
+    """
+    batch = collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
+    if rows and "index" in rows[0]:
+        batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)  # (B,)
+    return batch

@@ -76,7 +76,8 @@ def test_several_files_and_glob_patterns_are_read_in_order(tokenizer, tmp_path: 
 def test_batches_follow_the_contract(tokenizer, tmp_path: Path):
     data = ready(make(tokenizer, tmp_path, batch_size=3, shuffle=False, pad_to_multiple_of=8))
     batch = next(iter(data.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "completion_mask"}
+    assert set(batch) == {"input_ids", "attention_mask", "completion_mask", "index"}
+    assert batch["index"].tolist() == [0, 1, 2]  # each pair's position in its split, unshuffled here
     assert batch["input_ids"].shape[0] == 6 and batch["input_ids"].shape[1] % 8 == 0
     first_chosen = batch["input_ids"][0][batch["completion_mask"][0]]
     first_rejected = batch["input_ids"][3][batch["completion_mask"][3]]
@@ -84,6 +85,15 @@ def test_batches_follow_the_contract(tokenizer, tmp_path: Path):
     assert tokenizer.decode(first_rejected) == " No idea.<|im_end|>"
     assert (batch["input_ids"][~batch["attention_mask"].bool()] == tokenizer.pad_token_id).all()
     assert data.val_dataloader() == []  # no validation data
+
+
+def test_ordered_dataloader_gives_requested_positions(tokenizer, tmp_path: Path):
+    data = ready(make(tokenizer, tmp_path, batch_size=3))
+    batches = list(data.ordered_dataloader("train", batch_size=2, indices=[4, 1, 7]))
+    assert [batch["index"].tolist() for batch in batches] == [[4, 1], [7]]
+    expected = data.train_dataset[7]["chosen_ids"]
+    assert batches[1]["input_ids"][0][batches[1]["completion_mask"][0]].tolist() == list(expected)
+    assert data.split_fingerprint("train") != data.split_fingerprint("val")
 
 
 def test_val_fraction_is_a_seeded_disjoint_split(tokenizer, tmp_path: Path):

@@ -1,0 +1,181 @@
+"""One model in memory: LoRA with the base as reference, precomputed reference log-probs, TR-DPO, export."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_pairs
+from lightning.pytorch import Callback, Trainer
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM
+
+from lightpref.callbacks import ReferenceUpdate
+from lightpref.data import PreferenceDataModule
+from lightpref.export import export_checkpoint
+from lightpref.module import PreferenceModule
+from lightpref.testing import save_tiny_checkpoint
+
+
+def fit(checkpoint, pairs_file, root, steps=3, callbacks=(), ckpt_path=None, **module_args):
+    module = PreferenceModule(
+        str(checkpoint), optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2), **module_args
+    )
+    data = PreferenceDataModule(
+        tokenizer=str(checkpoint), train_files=str(pairs_file), val_fraction=0.25, batch_size=4, max_length=64,
+        max_prompt_length=32, shuffle=False,
+    )
+    losses = []
+
+    class Record(Callback):  # the per-step training loss, to compare runs step by step
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item() if isinstance(outputs, dict) else outputs.item())
+
+    trainer = Trainer(
+        max_steps=steps, default_root_dir=root, accelerator="cpu", enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=1,
+        val_check_interval=steps, check_val_every_n_epoch=None, callbacks=[Record(), *callbacks],
+    )
+    trainer.fit(module, data, ckpt_path=ckpt_path)
+    return module, trainer, losses
+
+
+def lora(**kwargs):
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], **kwargs)
+
+
+def test_lora_trains_only_the_adapter_and_its_base_is_the_reference(tiny_checkpoint, pairs_file, tmp_path):
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path, peft=lora())
+    assert module.reference is None  # one copy of the weights
+    trained = dict(module.policy.named_parameters())
+    adapters = {name for name in trained if "lora_" in name}
+    assert adapters and all(trained[name].requires_grad for name in adapters)
+    for name, value in base.named_parameters():
+        wrapped = f"base_model.model.{name}"
+        if wrapped not in trained:  # a layer LoRA wraps keeps its weight under base_layer
+            wrapped = wrapped.replace(".weight", ".base_layer.weight")
+        torch.testing.assert_close(trained[wrapped], value)
+        assert not trained[wrapped].requires_grad
+    assert any(trained[name].abs().sum() > 0 for name in adapters if "lora_B" in name)  # B starts at 0 and moved
+    input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 10, 11, 12]])  # one pair: prompt [5, 6], two completions
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+             "completion_mask": torch.tensor([[False, False, True, True, True]] * 2)}
+    reference = module._reference_tokens(batch, "train", None)
+    expected = torch.log_softmax(base(input_ids).logits[:, 1:4], -1).gather(-1, input_ids[:, 2:, None]).squeeze(-1)
+    torch.testing.assert_close(reference.logps[:, 2:], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sft_adapter_is_the_frozen_reference_and_the_start_of_the_policy(tiny_checkpoint, pairs_file, tmp_path):
+    first, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path / "sft", peft=lora(init_lora_weights=False), steps=1)
+    first.policy.save_pretrained(tmp_path / "adapter")
+    sft_adapter = str(tmp_path / "adapter" / "policy")  # peft saves a named adapter in a subdirectory
+    module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path / "dpo", sft_adapter=sft_adapter, steps=2)
+    saved = {name: value for name, value in first.policy.named_parameters() if ".policy." in name}
+    now = dict(module.policy.named_parameters())
+    for name, value in saved.items():
+        frozen = now[name.replace(".policy.", ".reference.")]
+        torch.testing.assert_close(frozen, value)
+        assert not frozen.requires_grad
+    assert any(not torch.equal(now[name], value) for name, value in saved.items())
+
+
+def test_precomputed_reference_matches_and_skips_the_reference(tiny_checkpoint, pairs_file, tmp_path, monkeypatch):
+    _, _, plain = fit(tiny_checkpoint, pairs_file, tmp_path / "plain")
+    module, _, cached = fit(tiny_checkpoint, pairs_file, tmp_path / "first", precompute_reference=True)
+    assert module.reference is None and module.reference_cache is not None
+    torch.testing.assert_close(torch.tensor(cached), torch.tensor(plain), rtol=1e-5, atol=1e-6)
+
+    def refuse(self, from_source=False):
+        raise AssertionError("the reference was constructed although its log-probs are cached")
+
+    monkeypatch.setattr(PreferenceModule, "_build_reference", refuse)
+    _, _, again = fit(tiny_checkpoint, pairs_file, tmp_path / "second", precompute_reference=True)
+    torch.testing.assert_close(torch.tensor(again), torch.tensor(plain), rtol=1e-5, atol=1e-6)
+
+
+def test_reference_cache_is_rebuilt_when_data_or_model_changes_or_breaks(tiny_checkpoint, tmp_path):
+    model_dir = save_tiny_checkpoint(tmp_path / "model")
+    data_file = write_pairs(tmp_path / "pairs.jsonl", count=16)
+    first, _, _ = fit(model_dir, data_file, tmp_path / "a", steps=1, precompute_reference=True)
+    key = first.reference_cache.key
+    write_pairs(data_file, count=20)
+    changed_data, _, _ = fit(model_dir, data_file, tmp_path / "b", steps=1, precompute_reference=True)
+    assert changed_data.reference_cache.key != key
+    save_tiny_checkpoint(model_dir, seed=1)  # new weights
+    changed_model, _, _ = fit(model_dir, data_file, tmp_path / "c", steps=1, precompute_reference=True)
+    assert changed_model.reference_cache.key not in (key, changed_data.reference_cache.key)
+    stored = changed_model.reference_cache.directory / "train.pt"
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # truncated by a crash
+    with pytest.warns(UserWarning, match="unusable"):
+        rebuilt, _, _ = fit(model_dir, data_file, tmp_path / "d", steps=1, precompute_reference=True)
+    assert rebuilt.reference_cache.key == changed_model.reference_cache.key and stored.stat().st_size > 0
+
+
+@pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
+def test_export_loads_with_transformers_and_gives_the_same_logits(adapter, tiny_checkpoint, pairs_file, tmp_path):
+    module, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, **({"peft": lora()} if adapter else {}))
+    checkpoint = Path(trainer.checkpoint_callback.best_model_path)
+    export_checkpoint(checkpoint, tmp_path / "exported")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    input_ids = torch.tensor([[5, 6, 7, 8, 9]])
+    module.policy.eval()
+    torch.testing.assert_close(exported(input_ids).logits, module.policy(input_ids).logits, rtol=1e-4, atol=1e-5)
+    end_of_fit = AutoModelForCausalLM.from_pretrained(Path(trainer.log_dir) / "huggingface")
+    torch.testing.assert_close(end_of_fit(input_ids).logits, module.policy(input_ids).logits, rtol=1e-4, atol=1e-5)
+    if adapter:
+        export_checkpoint(checkpoint, tmp_path / "adapter", merge=False)
+        on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_checkpoint), tmp_path / "adapter")
+        torch.testing.assert_close(on_base(input_ids).logits, module.policy(input_ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_tr_dpo_soft_update(tiny_checkpoint, pairs_file, tmp_path):
+    """After step 2 with α = 0.5 the reference is the mean of its old weights and the policy's at that step."""
+    seen = {}
+
+    class Snapshot(ReferenceUpdate):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            before = {n: p.detach().clone() for n, p in pl_module.reference.named_parameters()}
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            if trainer.global_step == 2:
+                seen["before"] = before
+                seen["policy"] = {n: p.detach().clone() for n, p in pl_module.policy.named_parameters()}
+                seen["after"] = {n: p.detach().clone() for n, p in pl_module.reference.named_parameters()}
+
+    fit(tiny_checkpoint, pairs_file, tmp_path, steps=3, callbacks=[Snapshot(every_n_steps=2, alpha=0.5)])
+    for name, after in seen["after"].items():
+        torch.testing.assert_close(after, 0.5 * seen["before"][name] + 0.5 * seen["policy"][name])
+    assert any(not torch.equal(seen["after"][n], seen["before"][n]) for n in seen["after"])
+
+
+def test_tr_dpo_refuses_a_run_without_separate_reference(tiny_checkpoint, pairs_file, tmp_path):
+    with pytest.raises(ValueError, match="separate reference"):
+        fit(tiny_checkpoint, pairs_file, tmp_path, peft=lora(), callbacks=[ReferenceUpdate(every_n_steps=1)])
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_checkpoint, pairs_file, tmp_path):
+    _, _, plain = fit(tiny_checkpoint, pairs_file, tmp_path / "plain")
+    _, _, checkpointed = fit(tiny_checkpoint, pairs_file, tmp_path / "ckpt", gradient_checkpointing=True)
+    torch.testing.assert_close(torch.tensor(checkpointed), torch.tensor(plain), rtol=1e-5, atol=1e-6)
+
+
+def test_export_command(tiny_checkpoint, pairs_file, tmp_path):
+    import subprocess
+    import sys
+
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, steps=1)
+    result = subprocess.run([sys.executable, "-m", "lightpref", "export", trainer.checkpoint_callback.best_model_path,
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").config.num_hidden_layers == 2
+    missing = subprocess.run([sys.executable, "-m", "lightpref", "export", str(tmp_path / "nope.ckpt"),
+                              str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "no checkpoint at" in missing.stderr
+
+
+def test_quantisation_needs_an_adapter_and_says_what_is_missing(tiny_checkpoint):
+    with pytest.raises(ValueError, match="model.quantization_bits` needs an adapter"):
+        PreferenceModule(str(tiny_checkpoint), quantization_bits=4)
+    module = PreferenceModule(str(tiny_checkpoint), quantization_bits=4, peft=lora())
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a CUDA GPU and the bitsandbytes package"):
+            module.configure_model()
