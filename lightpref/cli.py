@@ -3,6 +3,7 @@
 - ``lightpref fit | validate | test --config FILE.yaml [--key.sub value …]`` runs Lightning through LightningCLI;
   configs may be repeated and any key overridden with a dotted flag.
 - ``lightpref losses`` lists every loss registered in the ``lightpref.losses`` entry-point group.
+- ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightpref.data import PreferenceDataModule
 from lightpref.losses import registered_losses
 from lightpref.module import PreferenceModule
+from lightpref.strategies import register_strategies
 
-OWN_COMMANDS = {"losses": "list the registered losses: name, distribution, reference needed, summary"}
+OWN_COMMANDS = {
+    "losses": "list the registered losses: name, distribution, reference needed, summary",
+    "export": "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging Face model directory",
+}
 
 
 class PreferenceCLI(LightningCLI):
@@ -50,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "losses":
         return list_losses()
+    if args and args[0] == "export":
+        from lightpref.export import main as export_main
+
+        return export_main(args[1:])
     if not args or args[0] in ("-h", "--help"):
         print("lightpref: preference optimisation on PyTorch Lightning\n")
         for command, text in OWN_COMMANDS.items():
@@ -64,6 +73,7 @@ def build_cli(args: Sequence[str], run: bool = True) -> PreferenceCLI:
     args = list(args)
     if not run and args and args[0] in ("fit", "validate", "test"):
         args = args[1:]  # without running, LightningCLI takes no subcommand
+    register_strategies()  # `--trainer.strategy fsdp2`
     return PreferenceCLI(
         PreferenceModule,
         PreferenceDataModule,

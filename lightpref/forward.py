@@ -76,24 +76,47 @@ def completion_logprobs(
     targets = input_ids[:, 1:][target_mask]  # (M,)
     if chunk_size is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (N, T-1, V)
-        rows = logits[target_mask]  # (M, V)
-        logps, logits_sums, collision = _chunk_logps(nn.Identity(), rows, targets, None, with_collision)
+        logps, logits_sums, collision = _chunk_logps(nn.Identity(), logits[target_mask], targets, None, with_collision)
     else:
         decoder, head, softcap = _output_head(model)
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
         rows = hidden[:, :-1][target_mask]  # (M, H)
-        recompute = torch.is_grad_enabled() and rows.requires_grad
-        pieces = []
-        for start in range(0, rows.shape[0], chunk_size):
-            chunk = slice(start, start + chunk_size)
-            args = (head, rows[chunk], targets[chunk], softcap, with_collision)
-            pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
-        logps = torch.cat([piece[0] for piece in pieces])
-        logits_sums = torch.cat([piece[1] for piece in pieces])
-        collision = torch.cat([piece[2] for piece in pieces]) if with_collision else None
+        logps, logits_sums, collision = head_logprobs(head, rows, targets, softcap, chunk_size, with_collision)
+    return scatter_completion(completion_mask, logps, logits_sums, collision)
+
+
+def head_logprobs(
+    head: nn.Module, rows: Tensor, targets: Tensor, softcap: float | None, chunk_size: int, with_collision: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Log-probs of ``targets`` (M,) from the hidden states ``rows`` (M, H) that predict them, ``chunk_size`` rows
+    projected to the vocabulary at a time (recomputed in the backward pass when gradients are needed).
+
+    Returns the (M,) log-probs, the (M,) sums of raw logits over the vocabulary, and the (M,) log collision
+    probabilities (``None`` unless ``with_collision``).
+    """
+    recompute = torch.is_grad_enabled() and rows.requires_grad
+    pieces = []
+    for start in range(0, rows.shape[0], chunk_size):
+        chunk = slice(start, start + chunk_size)
+        args = (head, rows[chunk], targets[chunk], softcap, with_collision)
+        pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
+    if not pieces:  # no completion token at all
+        empty = rows.new_zeros(0, dtype=torch.float32)
+        return empty, empty, empty if with_collision else None
+    logps = torch.cat([piece[0] for piece in pieces])
+    logits_sums = torch.cat([piece[1] for piece in pieces])
+    collision = torch.cat([piece[2] for piece in pieces]) if with_collision else None
+    return logps, logits_sums, collision
+
+
+def scatter_completion(
+    completion_mask: Tensor, logps: Tensor, logits_sums: Tensor, collision: Tensor | None
+) -> TokenLogProbs:
+    """The (N, T) :class:`TokenLogProbs` of per-target values (M,) given in the order of ``completion_mask[:, 1:]``."""
+    target_mask = completion_mask[:, 1:]  # (N, T-1)
 
     def scatter(values: Tensor) -> Tensor:
-        full = values.new_zeros(input_ids.shape)  # (N, T)
+        full = values.new_zeros(completion_mask.shape)  # (N, T)
         full[:, 1:][target_mask] = values
         return full
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -11,13 +11,16 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lightpref.data import cache, sources
 from lightpref.data.collate import collate_rows, pair_to_row
 from lightpref.data.formats import FORMATS, Format, NormaliseResult, normalise_rows
+from lightpref.data.sampling import resumable
+from lightpref.data.token_budget import token_budget, token_lengths
 from lightpref.data.tokenize import TokenizeStats, check_lengths, tokenize_pair
 from lightpref.views import PromptView
 
@@ -50,11 +53,15 @@ class PreferenceDataModule(LightningDataModule):
         num_workers: DataLoader worker processes.
         skip_invalid: skip (and count) records that cannot be normalised instead of raising an error.
         shuffle: shuffle the training pairs each epoch.
-        seed: the seed of the ``val_fraction`` split and of the shuffling.
+        seed: the seed of the ``val_fraction`` split and of the shuffling (epoch e's order is seeded with
+            ``seed + e``, the same across process counts; a resumed run continues mid-epoch).
         pad_to_multiple_of: pad each batch's length up to a multiple of this.
         cache_dir: where tokenised datasets are cached; ``$LIGHTPREF_CACHE/data`` or ``~/.cache/lightpref/data``.
         prompt_views: extra prompt views to tokenise; by default those of the attached LightningModule's loss.
         trust_remote_code: allow a Hub tokenizer's own code to run.
+        max_tokens_per_batch: form training batches by tokens instead: pairs (``prompt + chosen + rejected``
+            tokens each, as the shared-prompt forward runs them) up to this many per batch; ``batch_size`` is then
+            unused in training. See :mod:`lightpref.data.token_budget`.
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class PreferenceDataModule(LightningDataModule):
         cache_dir: str | None = None,
         prompt_views: Mapping[str, PromptView] | None = None,
         trust_remote_code: bool = False,
+        max_tokens_per_batch: int | None = None,
     ) -> None:
         super().__init__()
         ignore = ["records", "prompt_views"] + ([] if isinstance(tokenizer, str) else ["tokenizer"])
@@ -101,6 +109,7 @@ class PreferenceDataModule(LightningDataModule):
         check_lengths(max_length, max_prompt_length)
         minimums = {"batch_size": (batch_size, 1), "val_batch_size": (val_batch_size, 1)}
         minimums.update(num_workers=(num_workers, 0), pad_to_multiple_of=(pad_to_multiple_of, 1))
+        minimums.update(max_tokens_per_batch=(max_tokens_per_batch, 1))
         for name, (value, least) in minimums.items():
             if value is not None and (not isinstance(value, int) or value < least):
                 raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
@@ -116,6 +125,7 @@ class PreferenceDataModule(LightningDataModule):
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.skip_invalid, self.shuffle, self.seed = num_workers, skip_invalid, shuffle, seed
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.max_tokens_per_batch = max_tokens_per_batch
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         self.prompt_views = prompt_views
         self.train_dataset: Any = None
@@ -212,8 +222,12 @@ class PreferenceDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise RuntimeError("call `setup()` before asking for the training DataLoader")
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self.train_dataset, self.batch_size, self.shuffle, generator)
+        loader = self._loader(self.train_dataset, self.batch_size, False, None)
+        replicas = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        if self.max_tokens_per_batch is not None:
+            lengths = token_lengths(self.train_dataset)
+            return token_budget(loader, lengths, self.max_tokens_per_batch, self.shuffle, self.seed, **replicas)
+        return resumable(loader, self.shuffle, self.seed, **replicas)  # order by (seed, epoch); resumes mid-epoch
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation DataLoader, or ``[]`` (no validation) when there is no validation data."""
@@ -221,12 +235,36 @@ class PreferenceDataModule(LightningDataModule):
             return []
         return self._loader(self.val_dataset, self.val_batch_size, False, None)
 
-    def _loader(self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
+        """``lightpref test`` evaluates the validation pairs (give them with ``val_files`` or ``val_fraction``)."""
+        return self.val_dataloader()
+
+    def split_dataset(self, split: str) -> Any:
+        """The tokenised pairs of ``"train"`` or ``"val"`` after ``setup()`` (``None`` when there are none)."""
+        return {"train": self.train_dataset, "val": self.val_dataset}[split]
+
+    def split_fingerprint(self, split: str) -> str:
+        """Identifies the exact pairs of a split, in order: the tokenised data and how it was split."""
+        dataset = self.split_dataset(split)
+        size = 0 if dataset is None else len(dataset)
+        split_settings = [split, self.val_fraction, self.seed, size]
+        return cache.fingerprint({"data": self.cache_directory().name, "split": split_settings})
+
+    def ordered_dataloader(self, split: str, batch_size: int, indices: Sequence[int] | None = None) -> DataLoader:
+        """The pairs of a split (or the given positions of it) in order, each batch with its ``"index"``."""
+        dataset = _Indexed(self.split_dataset(split))
+        if indices is not None:
+            dataset = Subset(dataset, list(indices))
+        return self._loader(dataset, batch_size, False, None, indexed=False)
+
+    def _loader(
+        self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None, indexed: bool = True
+    ) -> DataLoader:
         collate = partial(
             collate_rows, pad_token_id=self.load_tokenizer().pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of
         )
         return DataLoader(
-            dataset,
+            _Indexed(dataset) if indexed else dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             generator=generator,
@@ -249,6 +287,19 @@ class PreferenceDataModule(LightningDataModule):
             key = [self.hub_dataset, self.hub_config, hub_split, getattr(dataset, "_fingerprint", None)]
             found.append((key, partial(sources.read_hub, dataset, self.hub_dataset, hub_split)))
         return found
+
+
+class _Indexed(TorchDataset):
+    """A split whose rows carry their position in it, so batches know which pairs they hold."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.dataset[index], "index": index}
 
 
 def tokenize_rows(

@@ -1,0 +1,96 @@
+"""``NonFiniteGuard``: an optimiser step whose loss or gradient is NaN/inf is skipped and counted, or stops the run.
+
+:class:`~lightpref.module.PreferenceModule` adds one with its ``on_nonfinite`` argument (``skip`` by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+from torch.optim import Optimizer
+
+ACTIONS = ("skip", "stop")
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """The local shard of an FSDP2 DTensor (each rank checks its own), else the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def any_nonfinite(tensors: list[Tensor], device: torch.device) -> Tensor:
+    """A 0-d bool tensor: whether any element of ``tensors`` is NaN or ±inf (no host sync)."""
+    flags = [~torch.isfinite(_local(tensor)).all() for tensor in tensors]
+    if not flags:
+        return torch.zeros((), dtype=torch.bool, device=device)
+    return torch.stack([flag.to(device) for flag in flags]).any()
+
+
+class NonFiniteGuard(Callback):
+    """Detect a non-finite loss or gradient before the optimiser step; skip that step (default) or stop.
+
+    Skipping clears the gradients, so the optimiser leaves the weights and its own state unchanged; the step still
+    counts (``global_step`` and the learning-rate schedule advance). The number of skipped steps is logged as
+    ``nonfinite_steps`` and saved in checkpoints. The decision is all-reduced, so under DDP/FSDP every rank skips
+    (or stops) together. With fp16 loss scaling (``16-mixed``) the grad scaler already skips steps whose
+    gradients overflow and lowers its scale, so only the loss is checked then.
+
+    Args:
+        action: ``skip`` the step and count it, or ``stop`` with an error naming the step and the batch.
+    """
+
+    def __init__(self, action: Literal["skip", "stop"] = "skip") -> None:
+        if action not in ACTIONS:
+            raise ValueError(f"`model.on_nonfinite` must be one of {list(ACTIONS)}, got {action!r}")
+        self.action = action
+        self.skipped_steps = 0
+        self._bad_losses: list[tuple[int, Tensor]] = []  # (batch_idx, flag) of the micro-batches of this step
+        self._batch_idx = 0
+
+    @property
+    def state_key(self) -> str:
+        return "NonFiniteGuard"
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: Tensor) -> None:
+        self._bad_losses.append((self._batch_idx, ~torch.isfinite(loss.detach()).all()))
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
+        device = pl_module.device
+        losses, self._bad_losses = self._bad_losses, []
+        loss_flags = torch.stack([flag.to(device) for _, flag in losses]) if losses else torch.zeros(0, device=device)
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        grad_flag = any_nonfinite([p.grad for p in parameters], device) if scaler is None else torch.tensor(False)
+        flags = torch.stack([loss_flags.any(), grad_flag.to(device)]).float()  # (2,): loss, gradient
+        flags = trainer.strategy.reduce(flags, reduce_op="max")  # every rank takes the same decision
+        bad_loss, bad_grad = (bool(value) for value in flags.tolist())
+        if not (bad_loss or bad_grad):
+            return
+        if self.action == "stop":
+            what = "loss" if bad_loss else "gradient"
+            local = [index for index, flag in losses if bool(flag)]
+            where = f"batch {local[0]}" if local else f"a batch on another rank (this rank's last: {self._batch_idx})"
+            raise FloatingPointError(
+                f"non-finite {what} at global step {trainer.global_step} ({where} of epoch "
+                f"{trainer.current_epoch}); lower the learning rate, check that batch's data, or set "
+                "`model.on_nonfinite: skip` to skip such steps"
+            )
+        for parameter in parameters:
+            parameter.grad = None  # the optimiser skips parameters without a gradient
+        self.skipped_steps += 1
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        pl_module.log("nonfinite_steps", float(self.skipped_steps), on_step=True, on_epoch=False, batch_size=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
