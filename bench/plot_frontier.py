@@ -1,0 +1,169 @@
+"""Figures and table of ``bench/frontier.py``'s results: ``python bench/plot_frontier.py RESULTS.jsonl FIGURES_DIR``.
+
+- ``frontier.png``: ground-truth reward against KL(π‖π_ref) for every evaluation of every run (colour: method,
+  marker: β), each method's upper envelope dashed, the initial model as a black star;
+- ``frontier_curves.png``: per β (rows), the held-out pairs' chosen and rejected log-probs and the sampled reward
+  against training steps, one line per method (mean over seeds);
+- ``frontier.md``: one table row per method and β (means over seeds).
+
+matplotlib is needed only here: ``pip install matplotlib``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+
+
+def load(results: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def by_step(records: list[dict[str, Any]], key: str, metric: str) -> dict[int, float]:
+    """``metric`` of the ``key`` entries (``evals`` or ``val``), averaged over the records (seeds) per step."""
+    values: dict[int, list[float]] = defaultdict(list)
+    for record in records:
+        for entry in record[key]:
+            if metric in entry:
+                values[entry["step"]].append(entry[metric])
+    return {step: mean(found) for step, found in sorted(values.items())}
+
+
+def upper_envelope(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points not beaten by one with less KL and more reward, by increasing KL.
+
+    >>> upper_envelope([(0.0, 0.1), (1.0, 0.05), (2.0, 0.4), (3.0, 0.3)])
+    [(0.0, 0.1), (2.0, 0.4)]
+    """
+    envelope: list[tuple[float, float]] = []
+    for kl, reward in sorted(points):
+        if not envelope or reward > envelope[-1][1]:
+            envelope.append((kl, reward))
+    return envelope
+
+
+def groups(records: list[dict[str, Any]]) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    found: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["method"] != "initial":
+            found[(record["method"], record["beta"])].append(record)
+    return found
+
+
+def plot(records: list[dict[str, Any]], figures: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    initial = [record for record in records if record["method"] == "initial"]
+    runs = groups(records)
+    methods = list(dict.fromkeys(method for method, _ in runs))
+    betas = sorted({beta for _, beta in runs})
+    colours = {method: pyplot.get_cmap("tab10")(index) for index, method in enumerate(methods)}
+    start = [(0.0, entry["reward"]) for record in initial for entry in record["evals"]]
+
+    figure, axes = pyplot.subplots(figsize=(7.5, 5.5))
+    for method in methods:
+        points = list(start)
+        for beta in betas:
+            evals = [entry for record in runs.get((method, beta), []) for entry in record["evals"] if "kl" in entry]
+            points += [(entry["kl"], entry["reward"]) for entry in evals]
+            axes.scatter([e["kl"] for e in evals], [e["reward"] for e in evals], color=colours[method],
+                         marker=MARKERS[betas.index(beta) % len(MARKERS)], alpha=0.75, s=30)
+        envelope = upper_envelope(points)
+        axes.plot(*zip(*envelope, strict=True), color=colours[method], linestyle="--", linewidth=1, label=method)
+    for beta in betas:
+        axes.scatter([], [], color="grey", marker=MARKERS[betas.index(beta) % len(MARKERS)], label=f"β = {beta}")
+    if start:
+        axes.scatter(*zip(*start, strict=True), color="black", marker="*", s=150, zorder=3, label="initial model")
+    axes.set_xlabel("KL(π‖π_ref) per completion (nats, sampled estimate)")
+    axes.set_ylabel("mean VADER sentiment of sampled reviews")
+    axes.set_title("Reward–KL frontier, SmolLM2-135M-Instruct, held-out review prompts")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(figures / "frontier.png", dpi=130)
+    pyplot.close(figure)
+
+    panels = [("val", "logps/chosen", "held-out log π(y⁺|x)"), ("val", "logps/rejected", "held-out log π(y⁻|x)"),
+              ("evals", "reward", "sampled reward (VADER)")]
+    figure, axes = pyplot.subplots(len(betas), 3, figsize=(13, 3.2 * len(betas)), squeeze=False)
+    for row, beta in enumerate(betas):
+        for column, (key, metric, title) in enumerate(panels):
+            axis = axes[row][column]
+            for method in methods:
+                curve = {**by_step(initial, key, metric), **by_step(runs.get((method, beta), []), key, metric)}
+                if len(curve) > 1:
+                    axis.plot(list(curve), list(curve.values()), marker=".", color=colours[method], label=method)
+            axis.set_title(f"{title}, β = {beta}", fontsize=10)
+            axis.set_xlabel("step")
+            axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(figures / "frontier_curves.png", dpi=110)
+    pyplot.close(figure)
+
+
+def table(records: list[dict[str, Any]], timing: dict[str, Any] | None) -> str:
+    initial = [record for record in records if record["method"] == "initial"]
+    start_logps = {m: by_step(initial, "val", m).get(0) for m in ("logps/chosen", "logps/rejected")}
+    start_reward = by_step(initial, "evals", "reward").get(0)
+    config = records[-1].get("config", {}) if records else {}
+    lines = [
+        "Generated by `bench/frontier.py` from `results.jsonl`: means over seeds; rewards are mean VADER compound "
+        "scores of one sampled review per held-out prompt; KL is the sampled estimate per completion (nats); "
+        "Δ log-probs are the change of the held-out pairs' summed log-probs since the initial model.",
+        "",
+        "Settings: " + ", ".join(f"`{key}={value}`" for key, value in sorted(config.items())),
+        "",
+        f"Initial model: reward {_fmt(start_reward)}, held-out log π(y⁺) {_fmt(start_logps['logps/chosen'], 1)}, "
+        f"log π(y⁻) {_fmt(start_logps['logps/rejected'], 1)}.",
+    ]
+    if timing:
+        lines.append(f"Building the pairs took {timing.get('wall_s')} s wall ({timing.get('prompts_sampled')} "
+                     "prompts sampled in that invocation).")
+    lines += ["", "| method | β | seeds | final reward | final KL | best reward (KL) | Δ log π(y⁺) | Δ log π(y⁻) "
+              "| val accuracy | wall s / run |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (method, beta), runs in sorted(groups(records).items()):
+        rewards, kls = by_step(runs, "evals", "reward"), by_step(runs, "evals", "kl")
+        last = max(rewards)
+        best = max(rewards, key=lambda step: rewards[step])
+        chosen, rejected = by_step(runs, "val", "logps/chosen"), by_step(runs, "val", "logps/rejected")
+        accuracy = by_step(runs, "val", "rewards/accuracies")
+        cells = [method, f"{beta:g}", str(len(runs)), _fmt(rewards[last]), _fmt(kls.get(last), 2),
+                 f"{_fmt(rewards[best])} ({_fmt(kls.get(best), 2)})",
+                 _delta(chosen, start_logps["logps/chosen"]), _delta(rejected, start_logps["logps/rejected"]),
+                 _fmt(accuracy[max(accuracy)] if accuracy else None, 2), f"{mean(r['wall_s'] for r in runs):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _delta(curve: dict[int, float], start: float | None) -> str:
+    return "n/a" if not curve or start is None else f"{curve[max(curve)] - start:+.1f}"
+
+
+def write_report(results: Path, figures: Path, timing_path: Path | None = None) -> None:
+    """Draw both figures and write the table from ``results``."""
+    records = load(results)
+    if not any(record["method"] != "initial" for record in records):
+        raise ValueError(f"{results} holds no training runs yet; run bench/frontier.py first")
+    figures.mkdir(parents=True, exist_ok=True)
+    timing = json.loads(timing_path.read_text()) if timing_path and timing_path.is_file() else None
+    plot(records, figures)
+    (figures / "frontier.md").write_text(table(records, timing))
+    print(f"wrote {figures / 'frontier.png'}, {figures / 'frontier_curves.png'} and {figures / 'frontier.md'}")
+
+
+if __name__ == "__main__":
+    write_report(Path(sys.argv[1]), Path(sys.argv[2]))

