@@ -4,6 +4,7 @@
   configs may be repeated and any key overridden with a dotted flag.
 - ``lightpref losses`` lists every loss registered in the ``lightpref.losses`` entry-point group.
 - ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
+- ``lightpref build-dataset --output FILE.jsonl [...]`` samples, scores and pairs completions into preference data.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lightpref.strategies import register_strategies
 OWN_COMMANDS = {
     "losses": "list the registered losses: name, distribution, reference needed, summary",
     "export": "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging Face model directory",
+    "build-dataset": "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data",
 }
 
 
@@ -59,18 +61,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lightpref.export import main as export_main
 
         return export_main(args[1:])
+    if args and args[0] == "build-dataset":
+        from lightpref.evaluation.build_dataset import main as build_dataset_main
+
+        return build_dataset_main(args[1:])
     if not args or args[0] in ("-h", "--help"):
         print("lightpref: preference optimisation on PyTorch Lightning\n")
         for command, text in OWN_COMMANDS.items():
             print(f"  lightpref {command:<9} {text}")
         print("  lightpref fit|validate|test --config FILE.yaml   train or evaluate (details below)\n")
-    build_cli(args)
+    build_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     return 0
 
 
-def build_cli(args: Sequence[str], run: bool = True) -> PreferenceCLI:
+def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
     """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates."""
-    args = list(args)
+    args = None if args is None else list(args)
     if not run and args and args[0] in ("fit", "validate", "test"):
         args = args[1:]  # without running, LightningCLI takes no subcommand
     register_strategies()  # `--trainer.strategy fsdp2`

@@ -16,7 +16,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from peft import PeftConfig
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from lightpref.adapters import as_reference, attach_adapter
 from lightpref.checkpointing import SafeCheckpoints
@@ -24,9 +23,10 @@ from lightpref.export import CHECKPOINT_KEY, policy_source, rebuild_policy, save
 from lightpref.forward import TokenLogProbs
 from lightpref.guards import ACTIONS, NonFiniteGuard
 from lightpref.losses import LogProbs, PreferenceLoss, build
+from lightpref.metrics import batch_metrics, log_metrics
 from lightpref.packing import packed_completion_logprobs
-from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
-from lightpref.reference_cache import MAIN, ReferenceCache, fingerprint, source_fingerprint
+from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.reference_cache import MAIN, ReferenceCache, prepare_reference_cache
 from lightpref.schedules import _WarmupDecay
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
@@ -177,6 +177,27 @@ class PreferenceModule(LightningModule):
             reference = copy.deepcopy(self.policy)
         return reference.requires_grad_(False).eval()
 
+    def load_reference(self) -> nn.Module:
+        """A fresh frozen reference loaded from its source, for runs that hold none (e.g. to score samples)."""
+        return self._build_reference(from_source=True)
+
+    def load_tokenizer(self) -> Any:
+        """The tokenizer of ``pretrained``."""
+        return load_tokenizer(self.pretrained, self.gguf_file, self.load_kwargs["trust_remote_code"])
+
+    @contextmanager
+    def reference_scope(self) -> Iterator[nn.Module | None]:
+        """The reference as a model: the separate frozen copy, or the policy with its adapter switched off (in eval
+        mode), or ``None`` when the run holds no reference model (a reference-free loss, or precomputed log-probs).
+        """
+        if self.reference is not None:
+            yield self.reference
+        elif self.adapter_reference:
+            with as_reference(self.policy) as base:
+                yield base
+        else:
+            yield None
+
     def train(self, mode: bool = True) -> PreferenceModule:
         super().train(mode)
         if self.reference is not None:
@@ -205,11 +226,8 @@ class PreferenceModule(LightningModule):
             if index is None:
                 raise KeyError("precomputed reference log-probs need batches with an 'index'; use PreferenceDataModule")
             return self.reference_cache.tokens(split, sequences, index, view)
-        with torch.no_grad():
-            if self.reference is not None:
-                return self._token_logprobs(self.reference, sequences)
-            with as_reference(self.policy) as base:
-                return self._token_logprobs(base, sequences)
+        with torch.no_grad(), self.reference_scope() as reference:
+            return self._token_logprobs(reference, sequences)
 
     def _record(self, tokens: TokenLogProbs, views: Mapping[str, LogProbs] | None = None) -> LogProbs:
         """Split a (2B, T) result into the loss's per-pair record, holding exactly what the loss declared."""
@@ -268,44 +286,15 @@ class PreferenceModule(LightningModule):
             reference = self._record(reference_tokens(batch), self._view_records(batch, reference_tokens))
         with torch.autocast(policy.chosen.device.type, enabled=False):  # loss math in float32 under mixed precision
             output = self.loss(policy, reference)
-        loss = output.losses.mean()
-        pairs = policy.chosen.shape[0]
         vocab = self.policy.get_output_embeddings().out_features if self.logits_chunk_size else None
-        sums = LogProbs.from_tokens(policy_tokens.logps[:pairs], policy_tokens.logps[pairs:],
-                                    policy_tokens.mask[:pairs], policy_tokens.mask[pairs:])
-        metrics = {
-            "loss": output.losses.detach(),
-            "rewards/chosen": output.chosen_rewards,
-            "rewards/rejected": output.rejected_rewards,
-            "rewards/accuracies": (output.chosen_rewards > output.rejected_rewards).float(),
-            "rewards/margins": output.chosen_rewards - output.rejected_rewards,
-            "logps/chosen": sums.chosen.detach(),
-            "logps/rejected": sums.rejected.detach(),
-            **{name: value.detach() for name, value in output.metrics.items()},
-        }
-        if vocab:
-            chosen_tokens, rejected_tokens = sums.chosen_lengths.sum(), sums.rejected_lengths.sum()
-            metrics["logits/chosen"] = policy_tokens.logits_sum[:pairs].sum() / (chosen_tokens * vocab).clamp(min=1)
-            metrics["logits/rejected"] = policy_tokens.logits_sum[pairs:].sum() / (rejected_tokens * vocab).clamp(min=1)
-        return metrics, loss
+        return batch_metrics(output, policy_tokens, vocab), output.losses.mean()
 
     # --- steps and metrics ---------------------------------------------------------------------------------------
 
-    def _log_metrics(self, stage: str, metrics: Mapping[str, Tensor], pairs: int) -> None:
-        store = self.metrics[f"{stage}_metrics"]
-        for name, value in metrics.items():
-            key = name.replace(".", "_")
-            if key not in store:
-                store[key] = MeanMetric(dist_sync_on_step=stage == "train").to(self.device)
-            metric = store[key]
-            metric(value.float().reshape(-1))
-            logged = name if stage == "train" else f"{stage}/{name}"
-            self.log(logged, metric, on_step=stage == "train", on_epoch=stage != "train", batch_size=pairs,
-                     prog_bar=name in ("loss", "rewards/accuracies"), metric_attribute=f"metrics.{stage}_metrics.{key}")
-
     def _step(self, batch: Mapping[str, Any], stage: str) -> Tensor:
         metrics, loss = self(batch, "train" if stage == "train" else "val")
-        self._log_metrics(stage, metrics, batch["input_ids"].shape[0] // 2)
+        store = f"{stage}_metrics"
+        log_metrics(self, self.metrics[store], f"metrics.{store}", stage, metrics, batch["input_ids"].shape[0] // 2)
         return loss
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
@@ -330,45 +319,10 @@ class PreferenceModule(LightningModule):
 
     def _prepare_reference_cache(self) -> None:
         """Load or compute the reference's log-probs of every pair, then free the separate reference model."""
-        if not (self.precompute_reference and self.loss.requires_reference) or self.reference_cache is not None:
-            return
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "ordered_dataloader"):
-            raise TypeError("`model.precompute_reference` needs lightpref's PreferenceDataModule as the data")
-        splits = [split for split in ("train", "val") if datamodule.split_dataset(split) is not None]
-        source = self.reference_source or self.pretrained
-        if self.gguf_file and self.reference_source is None:
-            source = converted_gguf(self.pretrained, self.gguf_file)
-        key = fingerprint({
-            "reference": source_fingerprint(source),
-            "sft_adapter": source_fingerprint(self.sft_adapter),
-            "data": {split: datamodule.split_fingerprint(split) for split in splits},
-            "views": {name: repr(view) for name, view in sorted(self.loss.views.items())},
-            "load": self.load_kwargs,
-        })
-        cache = ReferenceCache(key, views=list(self.loss.views))
-        missing = [split for split in splits if not cache.load(split)]
-        if missing:
-            reference = None if self.adapter_reference else self._build_reference(from_source=True).to(self.device)
-
-            def compute(sequences: Mapping[str, Tensor]) -> TokenLogProbs:
-                if reference is not None:
-                    return self._token_logprobs(reference, sequences)
-                with as_reference(self.policy) as base:
-                    return self._token_logprobs(base, sequences)
-
-            for split in missing:
-                def loader(indices: list[int], split: str = split) -> Iterator[Mapping[str, Any]]:
-                    for batch in datamodule.ordered_dataloader(split, self.reference_batch_size, indices):
-                        yield self.transfer_batch_to_device(batch, self.device, 0)
-
-                size = len(datamodule.split_dataset(split))
-                strategy = self.trainer.strategy
-                cache.build(split, size, loader, compute, self.global_rank, self.trainer.world_size, strategy.barrier)
-            del reference
-        self.reference_cache = cache
-        self.reference = None  # the reference model, if any, is freed entirely
-        gc.collect()
+        if self.precompute_reference and self.loss.requires_reference and self.reference_cache is None:
+            self.reference_cache = prepare_reference_cache(self)
+            self.reference = None  # the reference model, if any, is freed entirely
+            gc.collect()
 
     # --- optimisation --------------------------------------------------------------------------------------------
 
@@ -415,7 +369,7 @@ class PreferenceModule(LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         tokenizer = getattr(datamodule, "tokenizer", None)
         if tokenizer is None:
-            tokenizer = load_tokenizer(self.pretrained, self.gguf_file, self.load_kwargs["trust_remote_code"])
+            tokenizer = self.load_tokenizer()
         save_policy(policy, directory, tokenizer)
         rank_zero_info(f"Saved the trained policy and tokenizer in Hugging Face format to {directory}")
 

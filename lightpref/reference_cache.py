@@ -27,7 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lightpref.forward import TokenLogProbs
-from lightpref.pretrained import cache_root
+from lightpref.pretrained import cache_root, converted_gguf
 
 CACHE_VERSION = 1
 MAIN = ""  # the plain prompt's entry among the views
@@ -189,3 +189,43 @@ class ReferenceCache:
         mask = sequences["completion_mask"].bool()
         logps = self.splits[split][view].tokens(index.cpu(), mask)
         return TokenLogProbs(logps=logps, mask=mask, logits_sum=torch.zeros(mask.shape[0], device=mask.device))
+
+
+def prepare_reference_cache(module: Any) -> ReferenceCache:
+    """The reference cache of a :class:`~lightpref.module.PreferenceModule`'s run: read when valid, else computed
+    (by a reference loaded from its source, or the adapter-free base) over every split of its DataModule."""
+    datamodule = module.trainer.datamodule
+    if not hasattr(datamodule, "ordered_dataloader"):
+        raise TypeError("`model.precompute_reference` needs lightpref's PreferenceDataModule as the data")
+    splits = [split for split in ("train", "val") if datamodule.split_dataset(split) is not None]
+    source = module.reference_source or module.pretrained
+    if module.gguf_file and module.reference_source is None:
+        source = converted_gguf(module.pretrained, module.gguf_file)
+    key = fingerprint({
+        "reference": source_fingerprint(source),
+        "sft_adapter": source_fingerprint(module.sft_adapter),
+        "data": {split: datamodule.split_fingerprint(split) for split in splits},
+        "views": {name: repr(view) for name, view in sorted(module.loss.views.items())},
+        "load": module.load_kwargs,
+    })
+    cache = ReferenceCache(key, views=list(module.loss.views))
+    missing = [split for split in splits if not cache.load(split)]
+    if not missing:
+        return cache
+    separate = None if module.adapter_reference else module.load_reference().to(module.device)
+
+    def compute(sequences: Mapping[str, Tensor]) -> TokenLogProbs:
+        if separate is not None:
+            return module._token_logprobs(separate, sequences)
+        with module.reference_scope() as base:
+            return module._token_logprobs(base, sequences)
+
+    for split in missing:
+        def loader(indices: list[int], split: str = split) -> Iterable[Mapping[str, Any]]:
+            for batch in datamodule.ordered_dataloader(split, module.reference_batch_size, indices):
+                yield module.transfer_batch_to_device(batch, module.device, 0)
+
+        size = len(datamodule.split_dataset(split))
+        strategy = module.trainer.strategy
+        cache.build(split, size, loader, compute, module.global_rank, module.trainer.world_size, strategy.barrier)
+    return cache

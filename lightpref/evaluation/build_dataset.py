@@ -164,7 +164,7 @@ def build_dataset(
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lightpref.evaluation.build_dataset",
+        prog="lightpref build-dataset",
         description="Sample completions, score them with a reward, and write preference pairs as JSONL (resumable).",
     )
     parser.add_argument("--output", required=True, help="the pairs file (.jsonl) to append to")

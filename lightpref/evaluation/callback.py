@@ -27,7 +27,6 @@ from transformers import PreTrainedTokenizerBase
 from lightpref.evaluation.generation import Evaluation, SamplingSettings, evaluate_policy
 from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction
-from lightpref.pretrained import load_model, load_tokenizer
 
 
 class GenerationEvaluation(Callback):
@@ -198,8 +197,7 @@ class GenerationEvaluation(Callback):
             if datamodule is not None and hasattr(datamodule, "load_tokenizer"):
                 self._tokenizer = datamodule.load_tokenizer()
             else:
-                trust = getattr(pl_module, "load_kwargs", {}).get("trust_remote_code", False)
-                self._tokenizer = load_tokenizer(pl_module.pretrained, getattr(pl_module, "gguf_file", None), trust)
+                self._tokenizer = pl_module.load_tokenizer()
         return self._tokenizer
 
     @contextmanager
@@ -207,26 +205,19 @@ class GenerationEvaluation(Callback):
         """The reference model while the samples are scored: the module's separate copy; a LoRA policy with its
         adapter switched off; or, when the module holds none (reference-free loss, precomputed reference
         log-probs), the reference loaded from its source (``missing_reference: load``) or nothing (``skip``)."""
-        if getattr(pl_module, "reference", None) is not None:
-            yield pl_module.reference
-        elif getattr(pl_module, "adapter_reference", False):
-            from lightpref.adapters import as_reference
-
-            with as_reference(policy) as base:
-                yield base
-        elif self.missing_reference == "skip":
+        with pl_module.reference_scope() as reference:
+            if reference is not None:
+                yield reference
+                return
+        if self.missing_reference == "skip":
             rank_zero_warn("GenerationEvaluation: the module has no reference model, so `eval/kl` is not logged "
                            "(set `missing_reference: load` to load the initial policy as the reference)")
             yield None
         else:
             if self._loaded_reference is None:
-                source = getattr(pl_module, "reference_source", None)
-                gguf_file = None if source else getattr(pl_module, "gguf_file", None)
-                source = source or pl_module.pretrained
-                rank_zero_info(f"GenerationEvaluation: loading {source!r} as the reference for `eval/kl`")
-                reference = load_model(source, gguf_file=gguf_file, **getattr(pl_module, "load_kwargs", {}))
+                rank_zero_info("GenerationEvaluation: loading the reference from its source for `eval/kl`")
                 device = next(policy.parameters()).device
-                self._loaded_reference = reference.to(device).requires_grad_(False).eval()
+                self._loaded_reference = pl_module.load_reference().to(device)
             yield self._loaded_reference
 
 def sample_table(result: Evaluation, rows: int) -> str:
