@@ -11,11 +11,12 @@ so every token sees exactly the context it has in its own row of the plain batch
 states (and so log-probs and gradients) are those of the plain forward, with the prompt computed once. The first
 completion token of each row is predicted from the hidden state of the last prompt position, shared by both rows.
 
-Padding-free packing concatenates the sequences of a batch into one row, positions restarting per sequence and
-attention block-diagonal, so no compute goes to padding. Both need a custom 4D attention mask, which SDPA and eager
-attention accept as given (transformers returns a user-supplied 4D mask unchanged); FlexAttention gets a
-``BlockMask``. FlashAttention-2 takes no custom mask: it packs without sharing the prompt (sequence boundaries from
-``position_ids``). Anything else falls back to the plain forward with a one-time warning naming the reason.
+Padding-free packing concatenates the sequences of a batch into rows (one row, unless they are long for the model:
+:func:`auto_packed_length`), positions restarting per sequence and attention block-diagonal, so no compute goes to
+padding. Both need a custom 4D attention mask, which SDPA and eager attention accept as given (transformers returns
+a user-supplied 4D mask unchanged); FlexAttention gets a ``BlockMask``. FlashAttention-2 takes no custom mask: it
+packs without sharing the prompt (sequence boundaries from ``position_ids``). Anything else falls back to the plain
+forward with a one-time warning naming the reason.
 """
 
 from __future__ import annotations
@@ -192,9 +193,7 @@ def _warn_once(reason: str) -> None:
         warnings.warn(f"lightpref: {reason}", stacklevel=3)
 
 
-def _unsupported(
-    model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, implementation: str
-) -> str | None:
+def _unsupported(model: PreTrainedModel, attention_mask: Tensor, completion_mask: Tensor) -> str | None:
     """Why a custom-mask or packed forward would not equal the plain forward here, or ``None``."""
     config = model.config
     window = getattr(config, "sliding_window", None)
@@ -211,8 +210,6 @@ def _unsupported(
         return "the batch is not right-padded (the plain forward's positions would differ)"
     if (completion_mask.bool() & ~attention_mask.bool()).any():
         return "`completion_mask` marks padding tokens"
-    if implementation == "flex_attention" and input_ids.device.type == "cpu" and torch.is_grad_enabled():
-        return "FlexAttention has no backward pass on CPU; use `attn_implementation: sdpa`"
     return None
 
 
@@ -246,7 +243,7 @@ def packed_completion_logprobs(
     reason = None
     if implementation not in MASKED_ATTENTION + PACKING_ONLY:
         reason = f"attention implementation {implementation!r} takes no custom mask or packed sequences"
-    reason = reason or _unsupported(model, input_ids, attention_mask, completion_mask, implementation)
+    reason = reason or _unsupported(model, attention_mask, completion_mask)
     if reason:
         _warn_once(f"{reason}; using the plain forward")
         return completion_logprobs(model, input_ids, attention_mask, completion_mask, chunk_size, with_collision)

@@ -128,3 +128,13 @@ def test_plugin_own_tests_pass(installed_plugin):
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
                             capture_output=True, text=True, env={**os.environ, **installed_plugin}, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "test"])
+def test_validate_and_test_report_the_validation_metrics(command, tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    cli = build_cli([command, "--config", str(config), "--data.val_fraction", "0.25"])
+    prefix = "val" if command == "validate" else "test"
+    metrics = cli.trainer.callback_metrics
+    assert metrics[f"{prefix}/rewards/accuracies"].item() == 0.0  # policy == reference: no pair is ranked yet
+    assert metrics[f"{prefix}/loss"].item() == pytest.approx(0.6931, abs=1e-4)  # −logσ(0) = log 2
