@@ -39,30 +39,32 @@ class ResumableSampler(DistributedSampler):
         return iter(list(super().__iter__())[self.start:])
 
 
-class ResumableDataLoader(DataLoader):
-    """A DataLoader over a :class:`ResumableSampler` that is stateful in Lightning's sense (``state_dict`` /
-    ``load_state_dict``): its state is ``{"epoch": e, "batches": batches of epoch e handed out}``.
+class PositionedDataLoader(DataLoader):
+    """A DataLoader that is stateful in Lightning's sense (``state_dict`` / ``load_state_dict``): its state is
+    ``{"epoch": e, "batches": batches of epoch e handed out}``, and a restored one starts at the next batch.
 
     Lightning fetches a sized DataLoader's batches one at a time, so when a checkpoint is written after a batch the
-    count is exactly the batches trained on.
+    count is exactly the batches trained on. Subclasses say where the epoch is read and how to skip batches.
     """
-
-    sampler: ResumableSampler
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, ResumableSampler):
-            raise TypeError(f"ResumableDataLoader needs a ResumableSampler, got {type(self.sampler).__name__}")
         self._position = {"epoch": 0, "batches": 0}
         self._resume: dict[str, int] | None = None
 
+    def _epoch(self) -> int:
+        raise NotImplementedError
+
+    def _start_at(self, batches: int) -> None:
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[Any]:  # a generator: the epoch is read at the first batch, after set_epoch()
-        epoch, start = self.sampler.epoch, 0
+        epoch, start = self._epoch(), 0
         if self._resume is not None:
             if self._resume["epoch"] == epoch and self._resume["batches"] < len(self):
                 start = self._resume["batches"]
             self._resume = None
-        self.sampler.start = start * (self.batch_size or 1)
+        self._start_at(start)
         self._position = {"epoch": epoch, "batches": start}
         for batch in super().__iter__():
             self._position["batches"] += 1
@@ -74,6 +76,23 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}
         self._position = dict(self._resume)
+
+
+class ResumableDataLoader(PositionedDataLoader):
+    """A :class:`PositionedDataLoader` over a :class:`ResumableSampler`."""
+
+    sampler: ResumableSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError(f"ResumableDataLoader needs a ResumableSampler, got {type(self.sampler).__name__}")
+
+    def _epoch(self) -> int:
+        return self.sampler.epoch
+
+    def _start_at(self, batches: int) -> None:
+        self.sampler.start = batches * (self.batch_size or 1)
 
 
 def resumable(loader: DataLoader, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> DataLoader:

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
-from lightpref.data.sampling import ResumableSampler
+from lightpref.data.sampling import PositionedDataLoader, ResumableSampler
 
 COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -120,7 +120,7 @@ class TokenBudgetBatchSampler(BatchSampler):
         return len(self._plan())
 
 
-class TokenBudgetDataLoader(DataLoader):
+class TokenBudgetDataLoader(PositionedDataLoader):
     """A DataLoader over a :class:`TokenBudgetBatchSampler`, stateful like
     :class:`~lightpref.data.sampling.ResumableDataLoader` (``{"epoch", "batches"}``: a resumed run continues
     mid-epoch).
@@ -143,27 +143,12 @@ class TokenBudgetDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
         if not isinstance(self.batch_sampler, TokenBudgetBatchSampler):
             raise TypeError(f"TokenBudgetDataLoader needs a TokenBudgetBatchSampler, got {type(self.batch_sampler)}")
-        self._position = {"epoch": 0, "batches": 0}
-        self._resume: dict[str, int] | None = None
 
-    def __iter__(self) -> Iterator[Any]:  # a generator: the epoch is read at the first batch, after set_epoch()
-        epoch, start = getattr(self.batch_sampler.sampler, "epoch", 0), 0
-        if self._resume is not None:
-            if self._resume["epoch"] == epoch and self._resume["batches"] < len(self):
-                start = self._resume["batches"]
-            self._resume = None
-        self.batch_sampler.start = start
-        self._position = {"epoch": epoch, "batches": start}
-        for batch in super().__iter__():
-            self._position["batches"] += 1
-            yield batch
+    def _epoch(self) -> int:
+        return getattr(self.batch_sampler.sampler, "epoch", 0)
 
-    def state_dict(self) -> dict[str, int]:
-        return dict(self._position)
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = {"epoch": int(state_dict["epoch"]), "batches": int(state_dict["batches"])}
-        self._position = dict(self._resume)
+    def _start_at(self, batches: int) -> None:
+        self.batch_sampler.start = batches
 
 
 def token_budget(
