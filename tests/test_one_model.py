@@ -179,3 +179,21 @@ def test_quantisation_needs_an_adapter_and_says_what_is_missing(tiny_checkpoint)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA GPU and the bitsandbytes package"):
             module.configure_model()
+
+
+@pytest.mark.slow
+def test_compiled_decoder_gives_the_same_loss_and_gradients(tiny_checkpoint):
+    """`model.compile` runs the decoder through torch.compile (inductor, a C++ compiler on CPU); ~15 s to compile."""
+    plain, compiled = PreferenceModule(str(tiny_checkpoint)), PreferenceModule(str(tiny_checkpoint), compile=True)
+    plain.configure_model()
+    compiled.configure_model()
+    input_ids = torch.randint(4, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+             "completion_mask": torch.arange(12).expand(2, 12) >= 6}
+    (_, plain_loss), (_, compiled_loss) = plain(batch), compiled(batch)
+    plain_loss.backward()
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, plain_loss)
+    plain_grads = {name: p.grad for name, p in plain.policy.named_parameters()}
+    for name, parameter in compiled.policy.named_parameters():
+        torch.testing.assert_close(parameter.grad, plain_grads[name], rtol=1e-4, atol=1e-5)
