@@ -179,3 +179,21 @@ def test_fsdp1_on_gpus_trains_like_one_process(one_process, tiny_checkpoint, pai
     saved = next((tmp_path / "checkpoints").glob("*step=6.ckpt"))
     assert saved.is_dir()
     validate_checkpoint(saved)
+
+
+def test_two_processes_share_the_reference_cache_work(one_process, tiny_checkpoint, pairs_file, tmp_path,
+                                                      isolated_cache):
+    """DDP with `precompute_reference`: each rank computes its half of the pairs, the shards are merged into one
+    cache file covering every pair, nothing is left behind, and training matches the single process that ran the
+    reference live."""
+    before = set((isolated_cache / "reference").glob("*/train.pt"))
+    config = write_job(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path, nan_dpo(1), batch_size=2)
+    run_two_processes(config, "--model.precompute_reference", "true", strategy="ddp")
+    two = record(tmp_path)
+    assert_same_losses(one_process, two, [step for step in range(1, STEPS + 1) if step != NAN_STEP])
+    assert_same_weights(one_process["policy"], two["policy"])
+    [cache_file] = set((isolated_cache / "reference").glob("*/train.pt")) - before
+    stored = torch.load(cache_file, weights_only=True)
+    pairs = sum(1 for _ in pairs_file.open())
+    assert stored["views"][""]["counts"].shape == (pairs, 2) and (stored["views"][""]["counts"] > 0).all()
+    assert not list(cache_file.parent.glob("*.part"))  # every rank's shard merged and removed
