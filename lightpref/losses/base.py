@@ -178,6 +178,13 @@ def check_beta(beta: float) -> None:
         raise ValueError(f"`beta` must be a positive number, got {beta!r}; the papers use values such as 0.1")
 
 
+def check_non_negative(name: str, value: float, hint: str) -> None:
+    """Reject a weight that is not a finite number ≥ 0 (``bool`` included), naming it and how it is usually set."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (is_number and 0 <= value < float("inf")):
+        raise ValueError(f"`{name}` must be a finite number ≥ 0, got {value!r}; {hint}")
+
+
 def check_label_smoothing(label_smoothing: float, upper: float = 0.5, inclusive: bool = True) -> None:
     """Reject a label-smoothing ε outside ``[0, upper]`` (``[0, upper)`` when not ``inclusive``)."""
     too_high = label_smoothing > upper if inclusive else label_smoothing >= upper

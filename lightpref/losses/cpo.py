@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 from lightpref.losses.base import (
     LogProbs,
     LossOutput,
     PreferenceLoss,
     check_beta,
     check_label_smoothing,
+    check_non_negative,
     smoothed_sigmoid_loss,
 )
 
@@ -39,8 +38,7 @@ class CPO(PreferenceLoss):
         super().__init__()
         check_beta(beta)
         check_label_smoothing(label_smoothing)
-        if not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
-            raise ValueError(f"`alpha` (the NLL weight) must be a finite number ≥ 0, got {alpha!r}; CPO uses 1.0")
+        check_non_negative("alpha", alpha, "it weights the NLL term; CPO uses 1.0")
         self.beta = beta
         self.alpha = alpha
         self.label_smoothing = label_smoothing

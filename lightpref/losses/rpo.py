@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
+from lightpref.losses.base import check_non_negative
 from lightpref.losses.dpo import DPO
 from lightpref.losses.mixture import Mixture
 from lightpref.losses.sft import SFT
@@ -31,8 +30,7 @@ class RPO(Mixture):
     summary = "RPO: DPO + α·NLL(y⁺), the NLL a token mean per pair"
 
     def __init__(self, beta: float = 0.1, alpha: float = 1.0, label_smoothing: float = 0.0) -> None:
-        if not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
-            raise ValueError(f"`alpha` (the NLL weight) of rpo must be a number ≥ 0, got {alpha!r}; RPO uses 1.0")
+        check_non_negative("alpha", alpha, "it weights rpo's NLL term; RPO uses 1.0")
         super().__init__(
             losses=[DPO(beta=beta, label_smoothing=label_smoothing), SFT()], weights=[1.0, alpha], names=["dpo", "sft"]
         )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from math import inf
-
 from torch import Tensor, nn
 
-from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss, check_beta, log_ratios
+from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss, check_beta, check_non_negative, log_ratios
 from lightpref.views import InstructionPrefix
 
 VIEW = "self_refine"
@@ -32,12 +30,8 @@ class SelfRefineLoss(PreferenceLoss):
     def __init__(self, beta: float = 0.1, refine_weight: float = 0.5, instruction: str = PAPER_INSTRUCTION) -> None:
         super().__init__()
         check_beta(beta)
-        is_number = isinstance(refine_weight, (int, float)) and not isinstance(refine_weight, bool)
-        if not (is_number and 0 <= refine_weight < inf):
-            raise ValueError(
-                f"`refine_weight` (λ) must be a finite non-negative number, got {refine_weight!r}; the paper tries "
-                "0.1, 0.3, 0.5 and 1, and 0 turns the loss back into plain DPO/IPO"
-            )
+        check_non_negative("refine_weight", refine_weight,
+                           "it is λ; the paper tries 0.1, 0.3, 0.5 and 1, and 0 turns the loss back into DPO/IPO")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(
                 f"`instruction` must be a non-empty string, got {instruction!r}; the default is the paper's p"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 from lightpref.losses.base import (
     LogProbs,
     LossOutput,
     PreferenceLoss,
     check_beta,
     check_label_smoothing,
+    check_non_negative,
     smoothed_sigmoid_loss,
 )
 
@@ -39,11 +38,8 @@ class SimPO(PreferenceLoss):
         super().__init__()
         check_beta(beta)
         check_label_smoothing(label_smoothing)
-        if not (isinstance(gamma_beta_ratio, (int, float)) and 0 <= gamma_beta_ratio < math.inf):
-            raise ValueError(
-                f"`gamma_beta_ratio` (γ/β) must be a finite number ≥ 0, got {gamma_beta_ratio!r}; the paper uses "
-                "values around 0.25–0.5, and 0 drops the target margin"
-            )
+        check_non_negative("gamma_beta_ratio", gamma_beta_ratio,
+                           "it is γ/β; the paper uses values around 0.25–0.5, and 0 drops the target margin")
         self.beta = beta
         self.gamma_beta_ratio = gamma_beta_ratio
         self.label_smoothing = label_smoothing
