@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import threading
@@ -28,6 +29,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightpref.safe_load import UnsafeCheckpointError, read_metadata, refusal, unsafe
 
 SHARDED_METADATA = "meta.pt"  # what Lightning writes beside the shards of a distributed checkpoint
 
@@ -117,13 +120,13 @@ def validate_checkpoint(path: str | Path) -> None:
 
 
 def _validate_sharded(path: Path) -> None:
-    from torch.distributed.checkpoint import FileSystemReader
-
     if not (path / SHARDED_METADATA).is_file():
         raise _corrupt(path, f"the directory has no {SHARDED_METADATA} (Lightning writes it last)")
     validate_checkpoint(path / SHARDED_METADATA)
     try:
-        metadata = FileSystemReader(path).read_metadata()
+        metadata = read_metadata(path)  # never plain pickle: the file could name any function to call
+    except UnsafeCheckpointError:
+        raise
     except Exception as error:  # a missing or truncated .metadata fails inside pickle in many ways
         raise _corrupt(path, f"its distributed-checkpoint metadata cannot be read ({error})") from error
     needed: dict[str, int] = {}
@@ -158,11 +161,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             remove_path(staging)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Validate, then read with ``weights_only=True`` unless the caller passed ``weights_only=False`` itself."""
         if _is_local(path):
             validate_checkpoint(str(path).removeprefix("file://"))
-        if map_location is None:
-            return super().load_checkpoint(path, weights_only=weights_only)
-        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        weights_only = True if weights_only is None else weights_only
+        try:
+            if map_location is None:
+                return super().load_checkpoint(path, weights_only=weights_only)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except pickle.UnpicklingError as error:
+            raise unsafe(path, refusal(error)) from None
 
 
 def _with_extra_state(module: torch.nn.Module | None) -> list[tuple[str, torch.nn.Module]]:
