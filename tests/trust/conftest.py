@@ -1,6 +1,5 @@
 """Shared pieces of the trust suite: the scaling tests' in-process tiny fit, one saved checkpoint, a payload."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -9,16 +8,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaling"))  # scaling_probe: fit_tiny, Probe
 
 from scaling_probe import fit_tiny  # noqa: E402
-
-
-class Payload:
-    """Unpickling this object runs ``touch path``: the file appears only if a reader executed code."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
 
 
 @pytest.fixture(scope="session")

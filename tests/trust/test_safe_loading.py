@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from conftest import Payload
+from faults import Payload
 from scaling_probe import fit_tiny
 
 from lightpref.checkpointing import AtomicCheckpointIO, validate_checkpoint
