@@ -19,6 +19,7 @@ import shutil
 import signal
 import threading
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightpref.resume import PARTS, RECORD_KEY, check_resume, resume_command, run_record
 from lightpref.safe_load import UnsafeCheckpointError, read_metadata, refusal, unsafe
 
 SHARDED_METADATA = "meta.pt"  # what Lightning writes beside the shards of a distributed checkpoint
@@ -160,6 +162,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             remove_path(staging)
 
+    on_load: Callable[[Any, dict[str, Any]], None] | None = None  # set by SafeCheckpoints: the resume check
+
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         """Validate, then read with ``weights_only=True`` unless the caller passed ``weights_only=False`` itself."""
         if _is_local(path):
@@ -167,10 +171,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         weights_only = True if weights_only is None else weights_only
         try:
             if map_location is None:
-                return super().load_checkpoint(path, weights_only=weights_only)
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+                checkpoint = super().load_checkpoint(path, weights_only=weights_only)
+            else:
+                checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
         except pickle.UnpicklingError as error:
             raise unsafe(path, refusal(error)) from None
+        if self.on_load is not None:
+            self.on_load(path, checkpoint)
+        return checkpoint
 
 
 def _with_extra_state(module: torch.nn.Module | None) -> list[tuple[str, torch.nn.Module]]:
@@ -207,7 +215,7 @@ def sigterm_checkpoint_path(trainer: Trainer, dirpath: str | None = None) -> Pat
 
 
 class SafeCheckpoints(Callback):
-    """Atomic checkpoint files, and a checkpoint then a clean exit on SIGTERM.
+    """Atomic checkpoint files, a checkpoint then a clean exit on SIGTERM, and no resume with other settings.
 
     On SIGTERM the handler only records the signal (and forwards it to the processes Lightning launched). At the
     end of the next optimiser step — never between accumulated micro-batches — the ranks agree (one all-reduce
@@ -219,21 +227,51 @@ class SafeCheckpoints(Callback):
     as SGDPO's sampling generator), which differ between ranks — while the model state holds rank 0's only; a run
     resumed on the same number of processes gets each rank's back, so it continues with the same draws.
 
+    Every checkpoint also records what the run trains (:func:`lightpref.resume.run_record`: the loss and its
+    arguments, the model, the training data). Resuming a fit from it with any of them changed stops with
+    :class:`~lightpref.resume.ResumeMismatchError` naming what changed, unless that part is listed in
+    ``allow_resume_changes``.
+
     Args:
         dirpath: directory of the SIGTERM checkpoint; ``None`` uses the ModelCheckpoint's directory.
+        allow_resume_changes: parts (``loss``, ``model``, ``data``) that may differ from the checkpoint's when a fit
+            resumes, e.g. to continue a run on new data on purpose.
     """
 
-    def __init__(self, dirpath: str | None = None) -> None:
+    def __init__(self, dirpath: str | None = None, allow_resume_changes: list[str] | None = None) -> None:
+        unknown = sorted(set(allow_resume_changes or ()) - set(PARTS))
+        if unknown:
+            raise ValueError(f"`allow_resume_changes` of SafeCheckpoints takes {list(PARTS)}, got {unknown}")
         self.dirpath = dirpath
+        self.allow_resume_changes = list(allow_resume_changes or ())
+        self._record: dict[str, Any] | None = None
         self.received_sigterm = False
         self._trainer: Trainer | None = None
         self._module: LightningModule | None = None
         self._restored_rng: dict[str, Any] | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._trainer, self._module = trainer, pl_module
+        self._trainer, self._module, self._record = trainer, pl_module, None
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave custom and async IO plugins alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            trainer.strategy.checkpoint_io.on_load = self._check_resume if stage == "fit" else None
+
+    def run_record(self) -> dict[str, Any]:
+        """What this run trains (computed once per run: the data's fingerprint hashes its files)."""
+        if self._record is None:
+            self._record = run_record(self._module, getattr(self._trainer, "datamodule", None))
+        return self._record
+
+    def _check_resume(self, path: Any, checkpoint: dict[str, Any]) -> None:
+        check_resume(path, checkpoint.get(RECORD_KEY), self.run_record(), self.allow_resume_changes)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RECORD_KEY] = self.run_record()
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this only when a fit resumes; sharded checkpoints are checked here (files already were)."""
+        self._check_resume(trainer.ckpt_path, checkpoint)
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's random state (collective: Lightning builds checkpoints on every rank)."""
@@ -283,8 +321,6 @@ class SafeCheckpoints(Callback):
             return
         path = sigterm_checkpoint_path(trainer, self.dirpath)
         trainer.save_checkpoint(path)
-        rank_zero_info(
-            f"SIGTERM: saved {path} after step {trainer.global_step}; continue with `--ckpt_path {path}` "
-            "(or `--ckpt_path last`)"
-        )
+        rank_zero_info(f"SIGTERM: saved {path} after step {trainer.global_step}; continue the run with\n"
+                       f"  {resume_command(path)}")
         raise SIGTERMException  # a SystemExit with status 0; Lightning tears the run down cleanly

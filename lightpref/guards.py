@@ -10,6 +10,7 @@ change the share of skipped steps a run tolerates, give the trainer a guard of y
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -18,6 +19,30 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 ACTIONS = ("skip", "stop")
+
+
+_INVALID_VALUE_WORDS = {"learning rate": "lr", "epsilon": "eps", "beta parameter": "betas"}
+
+
+def check_optimizer(factory: Callable[[list[Tensor]], Optimizer] | None, key: str = "model.optimizer") -> None:
+    """Build the optimiser once on a dummy parameter, so that a value the optimiser refuses (a negative learning
+    rate…) fails at start-up with an error naming its config key, not after the models and data are loaded.
+
+    Only the optimiser's "Invalid …" value checks are reported here; any other failure is left to the real build.
+    """
+    if factory is None:
+        return
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith("Invalid"):
+            return
+        arguments = getattr(factory, "keywords", None) or {}
+        names = [name for words, name in _INVALID_VALUE_WORDS.items() if words in message]
+        names += [name for name in arguments if name in message.split()]
+        where = f"`{key}.init_args.{names[0]}`" if names else f"`{key}`"
+        raise ValueError(f"{where}: {message}; fix the value in the config or on the command line") from None
 
 
 class NonFiniteRunError(FloatingPointError):

@@ -21,7 +21,7 @@ from lightpref.adapters import as_reference, attach_adapter
 from lightpref.checkpointing import SafeCheckpoints
 from lightpref.export import CHECKPOINT_KEY, policy_source, rebuild_policy, save_policy
 from lightpref.forward import TokenLogProbs
-from lightpref.guards import ACTIONS, NonFiniteGuard
+from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.metrics import batch_metrics, log_metrics
 from lightpref.packing import packed_completion_logprobs
@@ -116,6 +116,7 @@ class PreferenceModule(LightningModule):
         self.load_kwargs = {"dtype": dtype, "attn_implementation": attn_implementation,
                             "trust_remote_code": trust_remote_code, "quantization_bits": quantization_bits}
         self.optimizer_factory = optimizer
+        check_optimizer(optimizer)  # a bad value (a negative lr…) fails now, naming its key
         self.scheduler_factory = lr_scheduler
         self.logits_chunk_size = logits_chunk_size
         self.shared_prompt, self.packing = shared_prompt, packing
