@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import shlex
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -95,7 +96,9 @@ def resume_command(path: str | Path, argv: list[str] | None = None) -> str:
     if program.name == "lightpref":
         prefix = ["lightpref"]
     elif program.name == "__main__.py" and program.parent.name == "lightpref":
-        prefix = ["python", "-m", "lightpref"]
+        python = shutil.which("python")
+        same = python is not None and Path(python).resolve() == Path(sys.executable).resolve()
+        prefix = ["python" if same else sys.executable, "-m", "lightpref"]
     else:
         return f"--ckpt_path {shlex.quote(str(path))}"
     arguments, skip = [], False
