@@ -25,7 +25,7 @@ from lightpref.safe_load import UnsafeCheckpointError
 
 RECORD_KEY = "lightpref_run"
 PARTS = ("loss", "model", "data")
-SPECIAL_PATHS = ("last", "best", "hpc", "registry")
+SPECIAL_PATHS = ("last", "auto", "best", "hpc", "registry")
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -195,7 +195,8 @@ class CheckpointPathCLI:
     - A checkpoint named by path is validated before anything is built (a missing, truncated or unsafe file is a
       clear error), and never sets config values: LightningCLI would otherwise read the whole file and apply the
       ``hyper_parameters`` it finds there over the user's own configuration.
-    - ``--ckpt_path last`` is the run's newest complete checkpoint (:func:`newest_checkpoint`), or an error.
+    - ``--ckpt_path last`` is the run's newest complete checkpoint (:func:`newest_checkpoint`), or an error;
+      ``--ckpt_path auto`` is the same, but starts the run afresh (saying so) when it has no checkpoint yet.
     """
 
     def _parse_ckpt_path(self) -> None:  # replaces LightningCLI's (see the class docstring)
@@ -207,9 +208,17 @@ class CheckpointPathCLI:
             validate_checkpoint(path)
 
     def _resolve_last(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+        elif config.get("ckpt_path") == "auto":  # a job script that both starts and continues a run
+            try:
+                config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+            except NoCheckpointError:
+                config["ckpt_path"] = None
+                rank_zero_info("lightpref: `--ckpt_path auto`: no checkpoint of this run yet, starting at step 0")
 
     def before_fit(self) -> None:
         self._resolve_last()

@@ -75,6 +75,10 @@ def test_last_resumes_the_newest_checkpoint_across_versions(tiny_checkpoint, pai
     assert second.trainer.logger.version == 1
     assert second.trainer.ckpt_path == str(root / "lightning_logs" / "version_0" / "checkpoints" / "step=2.ckpt")
     assert second.trainer.global_step == 3
+    new = str(tmp_path / "new")
+    third = build_cli([*args, "--trainer.max_steps", "1", "--ckpt_path", "auto", "--trainer.default_root_dir", new,
+                       "--trainer.logger.save_dir", new])
+    assert third.trainer.ckpt_path is None and third.trainer.global_step == 1  # auto: nothing yet, a fresh start
 
 
 def test_resume_command_replaces_the_checkpoint_option():
