@@ -4,11 +4,11 @@ trained by any of the interrupted runs has the loss of the same step of the unin
 are the same.
 
 The kills are chained to keep CI time low: one run is killed at the first point, resumed with ``--ckpt_path last``,
-killed at the next, and so on (5 ``lightpref fit`` processes; the SIGTERM run, the reference and the last
-resume run in the test's own process). The default layout is used — a CSV logger, so a new
-``version_N`` directory per start, and periodic checkpoints with ``save_last`` off — where ``--ckpt_path last`` used
-to find nothing and silently start again from step 0. The SIGTERM run prints the command that resumes it; the test
-runs that command as printed.
+killed at the next, and so on. The default layout is used — a CSV logger, so a new ``version_N`` directory per
+start, and periodic checkpoints with ``save_last`` off — where ``--ckpt_path last`` used to find nothing and
+silently start again from step 0. The killed runs are forked copies of the test's process (no imports to pay for
+again); the SIGTERM run prints the command that resumes it, and the test runs that command as printed, in a new
+process.
 """
 
 import json
@@ -65,13 +65,34 @@ def logged(root: Path) -> list[dict]:
 
 
 class Chain:
+    """Runs ``lightpref fit`` with a fault armed: in a forked copy of this process (the child is what gets
+    killed; forking saves the ~10 s of imports a new interpreter costs) or as a new process for a command line."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
                     "OMP_NUM_THREADS": "1"}
 
+    def fork(self, argv: list[str], fault: str | None) -> tuple[int, list[int]]:
+        """``lightpref.cli.main(argv)`` in a child process: its exit status (``-9`` when SIGKILLed), its steps."""
+        before = len(logged(self.root))
+        sys.stdout.flush(), sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: run, and never return into pytest
+            code = 1
+            try:
+                os.environ["LIGHTPREF_TEST_FAULT"] = fault or ""
+                code = main(argv)
+            except SystemExit as exit_:
+                code = exit_.code or 0
+            finally:
+                os._exit(code if isinstance(code, int) else 1)
+        _, status = os.waitpid(pid, 0)
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return code, [entry["step"] for entry in logged(self.root)[before:]]
+
     def run(self, command: list[str], fault: str | None) -> tuple[int, list[int], str]:
-        """Run one process; its exit status, the steps it trained, its output."""
+        """Run a command line as a new process; its exit status, the steps it trained, its output."""
         before = len(logged(self.root))
         env = {**self.env, "LIGHTPREF_TEST_FAULT": fault or ""}
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
@@ -93,18 +114,12 @@ def test_kill_at_five_points_then_resume_matches_the_uninterrupted_run(tiny_chec
     chain = Chain(root)
     versions = root / "lightning_logs"
 
-    code, steps, output = chain.run(fit, "step:5")
-    assert (code, steps) == (-9, [1, 2, 3, 4]), output[-3000:]
-
-    code, steps, output = chain.run(resume, "write:6")  # resumes version_0's step 4, dies writing step 6
-    assert (code, steps) == (-9, [5, 6]), output[-3000:]
+    assert chain.fork(fit[3:], "step:5") == (-9, [1, 2, 3, 4])
+    assert chain.fork(resume[3:], "write:6") == (-9, [5, 6])  # resumes version_0's step 4, dies writing step 6
     assert [p.name for p in (versions / "version_1" / "checkpoints").iterdir()] == [".step=6.ckpt.partial"]
 
-    code, steps, output = chain.run(resume, "rename:6")  # the partial file is no candidate: step 4 again
-    assert (code, steps) == (-9, [5, 6]), output[-3000:]
-
-    code, steps, output = chain.run(resume, "optimizer:9")
-    assert (code, steps) == (-9, [5, 6, 7, 8]), output[-3000:]
+    assert chain.fork(resume[3:], "rename:6") == (-9, [5, 6])  # the partial file is no candidate: step 4 again
+    assert chain.fork(resume[3:], "optimizer:9") == (-9, [5, 6, 7, 8])
     assert sorted(p.name for p in (versions / "version_3" / "checkpoints").iterdir()) == ["step=6.ckpt", "step=8.ckpt"]
 
     # in this process (saves a start-up): as if started as `python -m lightpref fit ...`
