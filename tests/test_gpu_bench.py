@@ -106,3 +106,12 @@ def test_a_failing_run_is_recorded(tmp_path, gpu):
     with (tmp_path / "log").open("w") as log:
         result = gpu.launch(spec, args, tmp_path, 60, log)
     assert result["status"] == "failed" and "missing" in result["error"]
+
+
+def test_a_failing_process_is_recorded_with_its_error(tmp_path, gpu):
+    """The GPU path: the run in its own process fails; its last output line becomes the error, its output the log."""
+    spec = {"workload": "A", "variant": "no-such-variant", "cache": str(tmp_path / "cache")}
+    with (tmp_path / "log").open("w") as log:
+        result = gpu.launch(spec, argparse.Namespace(inline=False), tmp_path, 120, log)
+    assert result == {"status": "failed", "error": "exit 1: KeyError: 'no-such-variant'"}
+    assert "Traceback" in (tmp_path / "log").read_text()
