@@ -477,8 +477,6 @@ def main() -> None:
                 row.update(summarise(result, workload, variant, args.warmup, parameters[name]))
                 if variant_name == "trl":
                     batches[name] = result["batch_size"]
-            for key in ("step_seconds", "step_cpu_seconds", "tokens", "logps_chosen"):
-                row.pop(key, None)
             rows.append(row)
             print(f"{name} {variant_name}: {row['status']} in {row['seconds']:.0f} s"
                   + (f", {row['tokens_per_s']:.0f} tokens/s" if row["status"] == "ok" else f" ({row['error']})"),
