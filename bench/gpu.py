@@ -29,9 +29,7 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gpu_workloads as workloads  # beside this script
+import gpu_report as report  # beside this script
+import gpu_workloads as workloads
 import harness
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,136 +273,6 @@ def plan(args: argparse.Namespace, cuda: bool) -> list[tuple[str, str, str | Non
     return runs
 
 
-def summarise(result: dict[str, Any], workload: workloads.Workload, variant: Variant, warmup: int,
-              parameters: int) -> dict[str, Any]:
-    """Steady-state figures of one finished run (its measured steps, after ``warmup``)."""
-    batch = result["batch_size"]
-    steps = range(warmup, len(result["step_seconds"]))
-    seconds = [result["step_seconds"][step] for step in steps]
-    tokens = [result["tokens"][step] for step in steps]
-    batches = [workload.pairs[step * batch : (step + 1) * batch] for step in steps]
-    expected = [sum(len(p["prompt_ids"]) * 2 + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
-                for pairs in batches]
-    flops = sum(workloads.step_flops(pairs, workload.config, parameters, variant.linear, variant.attention)
-                for pairs in batches)
-    return {
-        "step_s": statistics.median(seconds), "tokens_per_s": sum(tokens) / sum(seconds),
-        "model_flops_per_s": flops / sum(seconds), "same_tokens_as_batches": tokens == expected,
-        "measured_steps": len(seconds), "setup_s": (result.get("setup_seconds") or [None])[0],
-        "losses": result["losses"][:2], "logps_chosen_1": (result["logps_chosen"] or [None])[0],
-    }
-
-
-def compare(rows: list[dict[str, Any]], tolerance: float) -> None:
-    """Each run against TRL's on its workload: speed and memory ratios, loss differences and their agreement."""
-    for row in rows:
-        trl = next((other for other in rows if other["workload"] == row["workload"] and other["variant"] == "trl"
-                    and other["status"] == "ok"), None)
-        if row["status"] != "ok" or trl is None or row is trl:
-            continue
-        row["speed_vs_trl"] = row["tokens_per_s"] / trl["tokens_per_s"]
-        if row.get("peak_allocated_gib") and trl.get("peak_allocated_gib"):
-            row["memory_vs_trl"] = row["peak_allocated_gib"] / trl["peak_allocated_gib"]
-        if row["batch_size"] != trl["batch_size"]:
-            continue  # other batches: losses are not comparable
-        checked = 2 if VARIANTS[row["variant"]].full_update else 1
-        row["loss_differences"] = [abs(a - b) for a, b in zip(row["losses"][:checked], trl["losses"], strict=False)]
-        row["losses_agree"] = all(difference <= tolerance for difference in row["loss_differences"])
-
-
-def dependency_check() -> list[dict[str, Any]]:
-    """lightpref's declared dependency ranges against the versions installed here."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.requirements import Requirement
-
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        return []
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    checks = []
-    for text in declared:
-        requirement = Requirement(text)
-        try:
-            installed = version(requirement.name)
-        except PackageNotFoundError:
-            installed = None
-        accepted = installed is not None and requirement.specifier.contains(installed, prereleases=True)
-        checks.append({"requirement": text, "installed": installed, "accepted": accepted})
-    return checks
-
-
-def environment(cuda: bool) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ("torch", "transformers", "lightning", "trl", "peft", "liger-kernel", "datasets", "accelerate")
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = None
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "python": platform.python_version(),
-            "cpu": harness.cpu_name(), "cores": os.cpu_count(), "cuda": cuda, "versions": versions,
-            "dependencies": dependency_check()}
-
-
-def number(value: Any, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
-
-
-def table(report: dict[str, Any]) -> str:
-    """The markdown report: the setting, one row per run, then the targets on workload B."""
-    env, peak = report["environment"], report["matmul_peak_flops"]
-    versions = ", ".join(f"{name} {v}" for name, v in env["versions"].items() if v)
-    lines = [
-        f"# lightpref vs TRL on {report['device']}", "",
-        f"{env['date']}; Python {env['python']}; {versions}. Best {report['matmul']} matmul measured in the runs: "
-        f"{number(peak and peak / 1e12, 1)} TFLOP/s. {report['dtype']}, AdamW lr {report['lr']}, DPO β 0.1, "
-        f"{report['warmup']} warm-up + {report['steps']} measured steps per run, one run each, "
-        f"{'all in one process' if report['inline'] else 'a fresh process per run'}; {report['elapsed_s']:.0f} s in "
-        f"all (budget {report['budget_s']:.0f} s).", "",
-    ]
-    for name, workload in report["workloads"].items():
-        lines.append(f"- **{name}**: {workload['description']}; max length {workload['max_length']}; "
-                     f"{workload['parameters']:,} matmul parameters.")
-    lines += ["", "| workload | run | batch | step s | tokens/s | × TRL | model TFLOP/s | % of peak | peak alloc GiB | "
-              "peak reserved GiB | alloc / TRL | loss 1 | loss 2 | Δ loss vs TRL | status |",
-              "| --- " * 15 + "|"]
-    for row in report["runs"]:
-        if row["status"] != "ok":
-            lines.append(f"| {row['workload']} | {row['variant']} | | | | | | | | | | | | | "
-                         f"{row['status']}: {row.get('error', '')} |".replace("\n", " "))
-            continue
-        losses = row["losses"] + [None] * (2 - len(row["losses"]))
-        differences = ", ".join(f"{d:.1e}" for d in row.get("loss_differences", []))
-        agree = {True: " (agree)", False: " (DIFFER)", None: ""}[row.get("losses_agree")]
-        status = "ok" if row["same_tokens_as_batches"] else "ok, token counts differ from the batches"
-        lines.append(
-            f"| {row['workload']} | {row['variant']} | {row['batch_size']} | {number(row['step_s'], 3)} | "
-            f"{row['tokens_per_s']:.0f} | {number(row.get('speed_vs_trl'))} | "
-            f"{row['model_flops_per_s'] / 1e12:.3g} | {number(100 * row['model_flops_per_s'] / peak, 1)} | "
-            f"{number(row.get('peak_allocated_gib'))} | {number(row.get('peak_reserved_gib'))} | "
-            f"{number(row.get('memory_vs_trl'))} | {number(losses[0], 4)} | {number(losses[1], 4)} | "
-            f"{differences}{agree} | {status} |")
-    lines += [""] + [f"- {note}" for note in report["notes"]]
-    return "\n".join(lines) + "\n"
-
-
-def targets(rows: list[dict[str, Any]], peak: float) -> list[str]:
-    """The issue's targets on workload B, read off the measured rows (no figure, no verdict)."""
-    light = next((row for row in rows if row["workload"] == "B" and row["variant"] == "lightpref"
-                  and row["status"] == "ok"), None)
-    if light is None or "speed_vs_trl" not in light:
-        return ["targets on workload B: not measured (the lightpref or TRL run did not finish)"]
-    checks = [("tokens/s ≥ 2× TRL", light["speed_vs_trl"], light["speed_vs_trl"] >= 2),
-              ("peak allocated ≤ 0.6× TRL", light.get("memory_vs_trl"), (light.get("memory_vs_trl") or 9) <= 0.6),
-              ("model FLOP/s ≥ 40% of the matmul peak", light["model_flops_per_s"] / peak,
-               light["model_flops_per_s"] / peak >= 0.4)]
-    return [f"target on B, {name}: {number(value)} — {'met' if met else 'NOT met'}" for name, value, met in checks]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="where gpu.json and gpu.md go (default: $OUT, else runs/gpu)")
@@ -474,7 +343,8 @@ def main() -> None:
             if result["status"] == "ok" and len(result["step_seconds"]) <= args.warmup:
                 row.update(status="failed", error=f"only {len(result['step_seconds'])} steps ran")
             if row["status"] == "ok":
-                row.update(summarise(result, workload, variant, args.warmup, parameters[name]))
+                row.update(report.summarise(result, workload, args.warmup, parameters[name], variant.linear,
+                                            variant.attention))
                 if variant_name == "trl":
                     batches[name] = result["batch_size"]
             rows.append(row)
@@ -487,19 +357,19 @@ def main() -> None:
                      f"{chosen['B'].batch_sizes} (out of memory at {found.get('batch_sizes_out_of_memory', '–')})")
     peaks = [row["matmul_flops"] for row in rows if row.get("matmul_flops")]
     peak = max(peaks) if peaks else None
-    compare(rows, TOLERANCE[args.dtype])
-    notes += targets(rows, peak) if peak and not args.smoke else []
+    report.compare(rows, TOLERANCE[args.dtype], {name for name, v in VARIANTS.items() if not v.full_update})
+    notes += report.targets(rows, peak) if peak and not args.smoke else []
     device = next((row["device"] for row in rows if row.get("device")), None) or harness.cpu_name()
-    report = {
+    results = {
         "device": device, "dtype": args.dtype, "lr": args.lr, "warmup": args.warmup, "steps": args.steps,
         "matmul": "8192³ bf16" if cuda else "256³ float32", "matmul_peak_flops": peak,
-        "budget_s": args.budget, "elapsed_s": time.monotonic() - started, "environment": environment(cuda),
+        "budget_s": args.budget, "elapsed_s": time.monotonic() - started, "environment": report.environment(cuda),
         "workloads": {name: {"description": w.description, "max_length": w.max_length, "config": w.config,
                              "parameters": parameters[name], "pairs": len(w.pairs)} for name, w in chosen.items()},
         "runs": rows, "notes": notes, "smoke": args.smoke, "inline": args.inline,
     }
-    (out / "gpu.json").write_text(json.dumps(report, indent=2, default=str))
-    markdown = table(report)
+    (out / "gpu.json").write_text(json.dumps(results, indent=2, default=str))
+    markdown = report.table(results)
     (out / "gpu.md").write_text(markdown)
     print("\n" + markdown, flush=True)
 
