@@ -101,13 +101,20 @@ def table(report: dict[str, Any]) -> str:
     env, peak = report["environment"], report["matmul_peak_flops"]
     versions = ", ".join(f"{name} {v}" for name, v in env["versions"].items() if v)
     lines = [
-        f"# lightpref vs TRL on {report['device']}", "",
+        f"# lightpref vs TRL on {report['device']}"
+        + (" (CPU rehearsal of bench/gpu.py: a tiny model; its timings measure nothing)" if report["smoke"] else ""),
+        "",
         f"{env['date']}; Python {env['python']}; {versions}. Best {report['matmul']} matmul measured in the runs: "
         f"{number(peak and peak / 1e12, 1)} TFLOP/s. {report['dtype']}, AdamW lr {report['lr']}, DPO β 0.1, "
         f"{report['warmup']} warm-up + {report['steps']} measured steps per run, one run each, "
         f"{'all in one process' if report['inline'] else 'a fresh process per run'}; {report['elapsed_s']:.0f} s in "
         f"all (budget {report['budget_s']:.0f} s).", "",
     ]
+    refused = [f"{check['requirement']} (installed: {check['installed']})" for check in env["dependencies"]
+               if not check["accepted"]]
+    lines.append("lightpref's dependency ranges: " + ("NOT accepting " + "; ".join(refused) if refused else
+                                                      "every installed version accepted") + ".")
+    lines.append("")
     for name, workload in report["workloads"].items():
         lines.append(f"- **{name}**: {workload['description']}; max length {workload['max_length']}; "
                      f"{workload['parameters']:,} matmul parameters.")
