@@ -88,7 +88,7 @@ def define_workloads(args: argparse.Namespace) -> dict[str, workloads.Workload]:
         "A": workloads.Workload("A", "SmolLM2-135M shape, HH-RLHF pairs", dict(workloads.SMOLLM2_135M), 512, 256,
                                 [8]),
         "B": workloads.Workload("B", "1.07B Llama shape, multi-turn HH dialogues", dict(workloads.LLAMA_1B), 2048,
-                                2047, args.b_batch_sizes or [32, 24, 16, 12, 8, 4, 2, 1], chained=True),
+                                2047, args.b_batch_sizes or [24, 16, 12, 8, 6, 4, 2, 1], chained=True),
     }
 
 
