@@ -1,10 +1,15 @@
 """The LightningModule on a tiny model: what trains, what stays frozen, what is saved, what the loss receives."""
 
+import re
+
+import pytest
 import torch
 from lightning.pytorch import Trainer
 from transformers import AutoModelForCausalLM
 
 from lightpref.data import PreferenceDataModule
+from lightpref.data.collate import collate_pairs
+from lightpref.data.tokenize import TokenizedPair
 from lightpref.losses import LogProbs, LossOutput, PreferenceLoss
 from lightpref.module import PreferenceModule
 from lightpref.views import InstructionPrefix
@@ -144,3 +149,43 @@ def test_plain_loss_gets_no_token_values(tiny_checkpoint, pairs_file):
     assert token_policy.chosen_tokens.shape[0] == 2 and token_reference.rejected_mask is not None
     torch.testing.assert_close(policy.chosen, token_policy.chosen_tokens.sum(-1))
     torch.testing.assert_close(reference.rejected, token_reference.rejected_tokens.sum(-1))
+
+
+class BreaksTheContract(PreferenceLoss):
+    """A test loss whose output has one wrong shape, chosen by ``kind``."""
+
+    requires_reference = False
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, policy, reference):
+        chosen, rejected = policy.chosen, policy.rejected  # (B,)
+        output = LossOutput(-(chosen - rejected), chosen.detach(), rejected.detach())
+        if self.kind == "pairwise":  # (B, B): every chosen against every rejected
+            output.losses = -(chosen[:, None] - rejected[None, :])
+        elif self.kind == "scalar":
+            output.losses = output.losses.mean()
+        elif self.kind == "rewards":
+            output.rejected_rewards = output.rejected_rewards[:1]
+        elif self.kind == "metric":
+            output.metrics = {"margin": torch.stack([chosen, rejected], -1).detach()}  # (B, 2)
+        return output
+
+
+@pytest.mark.parametrize("kind, field, shape", [("pairwise", "losses", r"\(2, 2\)"), ("scalar", "losses", r"\(\)"),
+                                                ("rewards", "rejected_rewards", r"\(1,\)"),
+                                                ("metric", "metrics['margin']", r"\(2, 2\)")])
+def test_a_loss_output_with_wrong_shapes_is_refused_naming_the_loss(tiny_checkpoint, kind, field, shape):
+    """A plugin returning (B, B) losses must not train on a wrong objective; 0-d losses or mismatched rewards must
+    not crash deep in the metrics code: one error names the loss class, where it comes from, and the field."""
+    module = PreferenceModule(str(tiny_checkpoint), loss=BreaksTheContract(kind))
+    module.configure_model()
+    batch = collate_pairs([TokenizedPair([5, 6], [7, 8], [9]), TokenizedPair([5], [10], [11, 12])], pad_token_id=0)
+    pattern = rf"BreaksTheContract \(no installed distribution\) returned `{re.escape(field)}` of shape {shape}"
+    with pytest.raises(ValueError, match=pattern + r" for a batch of 2 pairs"):
+        module(batch)
+    module.loss.kind = "none"
+    metrics, loss = module(batch)  # the same loss with its shapes right trains
+    assert loss.shape == () and metrics["loss"].shape == (2,)
