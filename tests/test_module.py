@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.tokenize import TokenizedPair
+from lightpref.forward import completion_logprobs
 from lightpref.losses import LogProbs, LossOutput, PreferenceLoss
 from lightpref.module import PreferenceModule
 from lightpref.views import InstructionPrefix
@@ -55,9 +56,24 @@ def test_metrics_under_familiar_names(tiny_checkpoint, pairs_file, tmp_path):
     for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                  "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]:
         assert name in names and f"val/{name}" in names, name
-    margin = trainer.callback_metrics["val/rewards/margins"]
-    gap = trainer.callback_metrics["val/rewards/chosen"] - trainer.callback_metrics["val/rewards/rejected"]
-    torch.testing.assert_close(margin, gap)
+    # the validation values, derived independently: the plain forward of the final policy and of the initial weights
+    # (the reference) over every validation pair, DPO's β = 0.1, averaged over pairs
+    module = trainer.lightning_module
+    reference = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    sums = {"policy": [], "reference": []}
+    with torch.no_grad():
+        for batch in trainer.datamodule.val_dataloader():
+            for name, model in (("policy", module.policy.eval()), ("reference", reference)):
+                tokens = completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+                sums[name].append(tokens.logps.sum(-1).view(2, -1))  # (2, b): chosen row, rejected row
+    policy, reference = torch.cat(sums["policy"], 1), torch.cat(sums["reference"], 1)  # (2, pairs)
+    rewards = 0.1 * (policy - reference)
+    margins = rewards[0] - rewards[1]
+    expected = {"val/rewards/chosen": rewards[0].mean(), "val/rewards/rejected": rewards[1].mean(),
+                "val/rewards/margins": margins.mean(), "val/rewards/accuracies": (margins > 0).float().mean(),
+                "val/logps/chosen": policy[0].mean(), "val/loss": -torch.nn.functional.logsigmoid(margins).mean()}
+    for name, value in expected.items():
+        torch.testing.assert_close(trainer.callback_metrics[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_checkpoint_has_no_reference_and_resumes(tiny_checkpoint, pairs_file, tmp_path):
