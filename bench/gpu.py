@@ -273,6 +273,33 @@ def plan(args: argparse.Namespace, cuda: bool) -> list[tuple[str, str, str | Non
     return runs
 
 
+def write_report(rows: list[dict[str, Any]], chosen: dict[str, workloads.Workload], parameters: dict[str, int],
+                 args: argparse.Namespace, cuda: bool, started: float, out: Path) -> str:
+    """Write gpu.json and gpu.md for the runs so far; returns the markdown."""
+    notes = []
+    if "B" in chosen and len(chosen["B"].batch_sizes) > 1:
+        found = next((row for row in rows if row["workload"] == "B" and row["variant"] == "trl"), {})
+        notes.append(f"B: TRL's largest fitting batch {found.get('batch_size', '–')} of "
+                     f"{chosen['B'].batch_sizes} (out of memory at {found.get('batch_sizes_out_of_memory', '–')})")
+    peaks = [row["matmul_flops"] for row in rows if row.get("matmul_flops")]
+    peak = max(peaks) if peaks else None
+    report.compare(rows, TOLERANCE[args.dtype], {name for name, v in VARIANTS.items() if not v.full_update})
+    notes += report.targets(rows, peak) if peak and not args.smoke else []
+    device = next((row["device"] for row in rows if row.get("device")), None) or harness.cpu_name()
+    results = {
+        "device": device, "dtype": args.dtype, "lr": args.lr, "warmup": args.warmup, "steps": args.steps,
+        "matmul": "8192³ bf16" if cuda else "256³ float32", "matmul_peak_flops": peak,
+        "budget_s": args.budget, "elapsed_s": time.monotonic() - started, "environment": report.environment(cuda),
+        "workloads": {name: {"description": w.description, "max_length": w.max_length, "config": w.config,
+                             "parameters": parameters[name], "pairs": len(w.pairs)} for name, w in chosen.items()},
+        "runs": rows, "notes": notes, "smoke": args.smoke, "inline": args.inline,
+    }
+    (out / "gpu.json").write_text(json.dumps(results, indent=2, default=str))
+    markdown = report.table(results)
+    (out / "gpu.md").write_text(markdown)
+    return markdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="where gpu.json and gpu.md go (default: $OUT, else runs/gpu)")
@@ -319,7 +346,7 @@ def main() -> None:
     print(f"prepared in {time.monotonic() - started:.0f} s: " + ", ".join(
         f"{name} {len(w.pairs)} pairs" for name, w in chosen.items()), flush=True)
 
-    rows, notes, batches = [], [], {}
+    rows, batches = [], {}
     with (out / "gpu.log").open("w") as log:
         for name, variant_name, reason in plan(args, cuda):
             workload, variant = chosen[name], VARIANTS[variant_name]
@@ -348,31 +375,11 @@ def main() -> None:
                 if variant_name == "trl":
                     batches[name] = result["batch_size"]
             rows.append(row)
+            write_report(rows, chosen, parameters, args, cuda, started, out)  # what is done so far, if cut short
             print(f"{name} {variant_name}: {row['status']} in {row['seconds']:.0f} s"
                   + (f", {row['tokens_per_s']:.0f} tokens/s" if row["status"] == "ok" else f" ({row['error']})"),
                   flush=True)
-    if "B" in chosen and len(chosen["B"].batch_sizes) > 1:
-        found = next((row for row in rows if row["workload"] == "B" and row["variant"] == "trl"), {})
-        notes.append(f"B: TRL's largest fitting batch {found.get('batch_size', '–')} of "
-                     f"{chosen['B'].batch_sizes} (out of memory at {found.get('batch_sizes_out_of_memory', '–')})")
-    peaks = [row["matmul_flops"] for row in rows if row.get("matmul_flops")]
-    peak = max(peaks) if peaks else None
-    report.compare(rows, TOLERANCE[args.dtype], {name for name, v in VARIANTS.items() if not v.full_update})
-    notes += report.targets(rows, peak) if peak and not args.smoke else []
-    device = next((row["device"] for row in rows if row.get("device")), None) or harness.cpu_name()
-    results = {
-        "device": device, "dtype": args.dtype, "lr": args.lr, "warmup": args.warmup, "steps": args.steps,
-        "matmul": "8192³ bf16" if cuda else "256³ float32", "matmul_peak_flops": peak,
-        "budget_s": args.budget, "elapsed_s": time.monotonic() - started, "environment": report.environment(cuda),
-        "workloads": {name: {"description": w.description, "max_length": w.max_length, "config": w.config,
-                             "parameters": parameters[name], "pairs": len(w.pairs)} for name, w in chosen.items()},
-        "runs": rows, "notes": notes, "smoke": args.smoke, "inline": args.inline,
-    }
-    (out / "gpu.json").write_text(json.dumps(results, indent=2, default=str))
-    markdown = report.table(results)
-    (out / "gpu.md").write_text(markdown)
-    print("\n" + markdown, flush=True)
-
+    print("\n" + write_report(rows, chosen, parameters, args, cuda, started, out), flush=True)
 
 if __name__ == "__main__":
     main()
