@@ -73,8 +73,8 @@ VARIANTS = {
 # the order runs start in: what the targets need first, torch.compile (slowest to warm up) last
 ORDER = [("B", "trl"), ("B", "lightpref"), ("A", "trl"), ("A", "lightpref")] + [
     (workload, variant) for workload in ("B", "A")
-    for variant in ("lightpref-flex", "lightpref-precomputed", "lightpref-lora", "trl-liger", "lightpref-compile")
-]
+    for variant in ("lightpref-flex", "lightpref-precomputed", "lightpref-lora", "trl-liger")
+] + [("B", "lightpref-compile"), ("A", "lightpref-compile")]
 
 
 def define_workloads(args: argparse.Namespace) -> dict[str, workloads.Workload]:
