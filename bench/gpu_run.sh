@@ -13,7 +13,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # lightpref itself beside them (its metadata registers the built-in losses); the code is imported from this checkout
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
     || echo "note: lightpref was not installed (its metadata gives the loss registry); bench/gpu.py does not need it"
-export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# nothing outside the machine can be reached: never wait on a network call
+export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, \
 'cuda', torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 python3 bench/gpu.py --out "${OUT:-runs/gpu}" "$@"
