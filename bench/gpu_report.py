@@ -32,13 +32,16 @@ def summarise(result: dict[str, Any], workload: workloads.Workload, warmup: int,
         "step_s": statistics.median(seconds), "tokens_per_s": sum(tokens) / sum(seconds),
         "model_flops_per_s": flops / sum(seconds), "same_tokens_as_batches": tokens == expected,
         "measured_steps": len(seconds), "setup_s": (result.get("setup_seconds") or [None])[0],
-        "losses": result["losses"][:2], "logps_chosen_1": (result["logps_chosen"] or [None])[0],
+        "losses": result["losses"][:2], "logps_chosen_steps": result["logps_chosen"][:2],
     }
 
 
-def compare(rows: list[dict[str, Any]], tolerance: float, step_one_only: set[str]) -> None:
-    """Each run against TRL's on its workload: speed and memory ratios, loss differences and their agreement (at
-    step 1 alone for the variants in ``step_one_only``, whose update differs from TRL's)."""
+def compare(rows: list[dict[str, Any]], loss_tolerance: float, logps_tolerance: float, step_one_only: set[str]
+            ) -> None:
+    """Each run against TRL's on its workload: speed and memory ratios, and at steps 1 and 2 (step 1 alone for the
+    variants in ``step_one_only``, whose update differs from TRL's) the loss difference and the relative
+    difference of the mean ``logps/chosen`` (the policy's log-probs of the same tokens: same batches, same model),
+    which agree when within the tolerances."""
     for row in rows:
         trl = next((other for other in rows if other["workload"] == row["workload"] and other["variant"] == "trl"
                     and other["status"] == "ok"), None)
@@ -50,8 +53,12 @@ def compare(rows: list[dict[str, Any]], tolerance: float, step_one_only: set[str
         if row["batch_size"] != trl["batch_size"]:
             continue  # other batches: losses are not comparable
         checked = 1 if row["variant"] in step_one_only else 2
-        row["loss_differences"] = [abs(a - b) for a, b in zip(row["losses"][:checked], trl["losses"], strict=False)]
-        row["losses_agree"] = all(difference <= tolerance for difference in row["loss_differences"])
+        pairs = zip(row["losses"][:checked], trl["losses"], strict=False)
+        row["loss_differences"] = [abs(mine - theirs) for mine, theirs in pairs]
+        pairs = zip(row["logps_chosen_steps"][:checked], trl["logps_chosen_steps"], strict=False)
+        row["logps_relative_differences"] = [abs(mine - theirs) / abs(theirs) for mine, theirs in pairs]
+        row["losses_agree"] = all(d <= loss_tolerance for d in row["loss_differences"]) and all(
+            d <= logps_tolerance for d in row["logps_relative_differences"])
 
 
 def dependency_check() -> list[dict[str, Any]]:
@@ -119,15 +126,16 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"- **{name}**: {workload['description']}; max length {workload['max_length']}; "
                      f"{workload['parameters']:,} matmul parameters.")
     lines += ["", "| workload | run | batch | step s | tokens/s | × TRL | model TFLOP/s | % of peak | peak alloc GiB | "
-              "peak reserved GiB | alloc / TRL | loss 1 | loss 2 | Δ loss vs TRL | status |",
-              "| --- " * 15 + "|"]
+              "peak reserved GiB | alloc / TRL | loss 1 | loss 2 | Δ loss vs TRL | Δ logps/chosen vs TRL (relative) | "
+              "status |", "| --- " * 16 + "|"]
     for row in report["runs"]:
         if row["status"] != "ok":
-            lines.append(f"| {row['workload']} | {row['variant']} | | | | | | | | | | | | | "
+            lines.append(f"| {row['workload']} | {row['variant']} | | | | | | | | | | | | | | "
                          f"{row['status']}: {row.get('error', '')} |".replace("\n", " "))
             continue
         losses = row["losses"] + [None] * (2 - len(row["losses"]))
         differences = ", ".join(f"{d:.1e}" for d in row.get("loss_differences", []))
+        relative = ", ".join(f"{d:.1e}" for d in row.get("logps_relative_differences", []))
         agree = {True: " (agree)", False: " (DIFFER)", None: ""}[row.get("losses_agree")]
         status = "ok" if row["same_tokens_as_batches"] else "ok, token counts differ from the batches"
         lines.append(
@@ -136,7 +144,7 @@ def table(report: dict[str, Any]) -> str:
             f"{row['model_flops_per_s'] / 1e12:.3g} | {number(100 * row['model_flops_per_s'] / peak, 1)} | "
             f"{number(row.get('peak_allocated_gib'))} | {number(row.get('peak_reserved_gib'))} | "
             f"{number(row.get('memory_vs_trl'))} | {number(losses[0], 4)} | {number(losses[1], 4)} | "
-            f"{differences}{agree} | {status} |")
+            f"{differences} | {relative}{agree} | {status} |")
     lines += [""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -49,7 +49,8 @@ def test_smoke_runs_every_variant_and_lightpref_matches_trl(tmp_path, gpu):
         assert row["losses"][0] == pytest.approx(0.6931472, abs=1e-5)  # policy = reference at step 1
         if has_trl and spec.side == "lightpref":
             assert row["losses_agree"], row
-            assert max(row["loss_differences"]) < 1e-4
+            assert max(row["loss_differences"]) < 1e-4 and max(row["logps_relative_differences"]) < 1e-5
+            assert len(row["loss_differences"]) == (1 if variant == "lightpref-lora" else 2)
     if has_trl:
         trl_b = rows[("B", "trl")]
         assert trl_b["batch_size"] == 4 and trl_b["batch_sizes_out_of_memory"] == []
