@@ -219,6 +219,11 @@ class ModelSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peft", plain_peft_config(self.peft))
+        if self.peft is not None and self.adapter is not None:
+            raise ValueError(
+                "set either `model.peft` (train a new adapter) or `model.sft_adapter` (continue from an SFT adapter, "
+                "which also becomes the frozen reference), not both"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"`model.dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
