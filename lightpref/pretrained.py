@@ -150,6 +150,12 @@ def load_tokenizer(
     return tokenizer
 
 
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id rows are padded with: the pad token's, EOS standing in for a missing one (as :func:`load_tokenizer`
+    sets it)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def check_local_path(name: str, key: str) -> None:
     """A clear error, naming the configuration ``key``, when ``name`` is meant as a local path (a Hub id is ``name``
     or ``org/name``) that does not exist."""
