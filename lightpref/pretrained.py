@@ -150,6 +150,12 @@ def load_tokenizer(
     return tokenizer
 
 
+def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id rows are padded with: the pad token's, EOS standing in for a missing one (as :func:`load_tokenizer`
+    sets it)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def check_local_path(name: str, key: str) -> None:
     """A clear error, naming the configuration ``key``, when ``name`` is meant as a local path (a Hub id is ``name``
     or ``org/name``) that does not exist."""
@@ -219,6 +225,11 @@ class ModelSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peft", plain_peft_config(self.peft))
+        if self.peft is not None and self.adapter is not None:
+            raise ValueError(
+                "set either `model.peft` (train a new adapter) or `model.sft_adapter` (continue from an SFT adapter, "
+                "which also becomes the frozen reference), not both"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"`model.dtype` must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
