@@ -135,16 +135,14 @@ def describe_loss(loss: Any) -> str:
 
 
 def describe_model(module: Any) -> str:
-    """The policy's and the reference's sources and how they are loaded (the weights themselves are in the
-    checkpoint; this names where training started from)."""
-    peft = getattr(module, "peft_config", None)
+    """The policy's source and load settings and the reference's source (the trained weights themselves are in the
+    checkpoint; this names what training started from). How the reference is served — a copy, precomputed
+    log-probs — is left out: it does not change the values."""
+    source = getattr(module, "source", None)
+    reference = getattr(getattr(module, "reference", None), "source", None)
     parts = {
-        "pretrained": getattr(module, "pretrained", None),
-        "gguf_file": getattr(module, "gguf_file", None),
-        "reference": getattr(module, "reference_source", None),
-        "load": getattr(module, "load_kwargs", None),
-        "peft": peft.to_dict() if hasattr(peft, "to_dict") else peft,
-        "sft_adapter": getattr(module, "sft_adapter", None),
+        "policy": source.to_dict() if hasattr(source, "to_dict") else source,
+        "reference": reference.display_name() if hasattr(reference, "display_name") else reference,
     }
     return ", ".join(f"{key}={value!r}" for key, value in parts.items() if value is not None)
 
