@@ -3,12 +3,15 @@
 - :class:`AtomicCheckpointIO` writes a checkpoint file next to its target under a hidden name, flushes it to disk
   and renames it into place, so a crash mid-save leaves the previous checkpoint, never a truncated one that looks
   valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.strategies`.
-- :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata and shard sizes, before
-  anything is loaded, and raises :class:`CorruptCheckpointError` naming the path and what to do.
+- :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata (read without unpickling
+  anything but its own classes, :mod:`lightpref.safe_load`) and shard sizes, before anything is loaded, and raises
+  :class:`CorruptCheckpointError` naming the path and what to do. Checkpoints are then read with
+  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.safe_load.UnsafeCheckpointError`.
 - :class:`SafeCheckpoints` (added by :class:`~lightpref.module.PreferenceModule` unless the trainer has one)
   installs the IO above, saves every rank's random state in each checkpoint, and on SIGTERM — what a cluster
   scheduler sends before it kills a job — lets every rank finish the optimiser step in progress, saves
-  ``last.ckpt`` and exits with status 0.
+  ``last.ckpt``, prints the command that resumes and exits with status 0. It also records in each checkpoint what
+  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.resume`).
 """
 
 from __future__ import annotations

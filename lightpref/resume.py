@@ -158,7 +158,9 @@ def describe_data(datamodule: Any) -> str | None:
 
 def run_record(module: Any, datamodule: Any) -> dict[str, str | None]:
     """What every checkpoint of a run records about it (plain strings: readable with ``weights_only=True``)."""
-    return {"loss": describe_loss(module.loss), "model": describe_model(module), "data": describe_data(datamodule)}
+    loss = getattr(module, "loss", None)
+    return {"loss": describe_loss(loss) if loss is not None else None, "model": describe_model(module) or None,
+            "data": describe_data(datamodule)}
 
 
 def check_resume(path: Any, saved: Mapping[str, Any] | None, current: Mapping[str, Any],
