@@ -83,3 +83,22 @@ def test_docstring_example_refuses_a_payload():
 
     failures, attempted = doctest.testmod(safe_load)
     assert attempted > 0 and failures == 0
+
+
+def test_a_checkpoint_never_sets_config_values(saved_run, tiny_checkpoint, pairs_file, tmp_path):
+    """Plain LightningCLI reads ``hyper_parameters`` from ``--ckpt_path`` into the configuration, so a file could
+    switch on ``trust_remote_code`` or move the export; lightpref's CLI does not."""
+    from lightpref.cli import main
+
+    state = torch.load(saved_run / "checkpoints" / "step=2.ckpt", weights_only=True)
+    state["hyper_parameters"] = {"trust_remote_code": True, "export_dir": str(tmp_path / "chosen-by-the-file")}
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(state, crafted)
+    chosen = tmp_path / "chosen-by-the-user"
+    code = main(["fit", "--model.pretrained", str(tiny_checkpoint), "--data.train_files", str(pairs_file),
+                 "--data.batch_size", "4", "--data.max_length", "64", "--data.max_prompt_length", "32",
+                 "--trainer.max_steps", "3", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                 "--trainer.default_root_dir", str(tmp_path / "run"), "--model.export_dir", str(chosen),
+                 "--ckpt_path", str(crafted)])
+    assert code == 0 and (chosen / "config.json").is_file()
+    assert not (tmp_path / "chosen-by-the-file").exists()
