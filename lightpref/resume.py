@@ -21,8 +21,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightpref.safe_load import UnsafeCheckpointError
-
 RECORD_KEY = "lightpref_run"
 PARTS = ("loss", "model", "data")
 SPECIAL_PATHS = ("last", "auto", "best", "hpc", "registry")
@@ -71,6 +69,7 @@ def newest_checkpoint(trainer: Any) -> Path:
     from lightning.pytorch.utilities import rank_zero_info
 
     from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # it imports this module
+    from lightpref.safe_load import UnsafeCheckpointError
 
     directories = checkpoint_directories(trainer)
     for path in _candidates(directories):
