@@ -64,12 +64,11 @@ def _candidates(directories: Iterable[Path]) -> list[Path]:
 
 
 def newest_checkpoint(trainer: Any) -> Path:
-    """The newest checkpoint of the run that passes :func:`~lightpref.checkpointing.validate_checkpoint`; damaged
+    """The newest checkpoint of the run that passes :func:`~lightpref.safe_load.validate_checkpoint`; damaged
     ones are skipped with a message. Raises :class:`NoCheckpointError` when there is none."""
     from lightning.pytorch.utilities import rank_zero_info
 
-    from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # it imports this module
-    from lightpref.safe_load import UnsafeCheckpointError
+    from lightpref.safe_load import CorruptCheckpointError, UnsafeCheckpointError, validate_checkpoint
 
     directories = checkpoint_directories(trainer)
     for path in _candidates(directories):
@@ -199,7 +198,7 @@ class CheckpointPathCLI:
     """
 
     def _parse_ckpt_path(self) -> None:  # replaces LightningCLI's (see the class docstring)
-        from lightpref.checkpointing import validate_checkpoint
+        from lightpref.safe_load import validate_checkpoint
 
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None

@@ -1,4 +1,7 @@
-"""Reading checkpoint files without running code from them.
+"""Reading checkpoint files: checked before they are loaded, and without running code from them.
+
+:func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata and shard sizes, and raises
+:class:`CorruptCheckpointError` naming the path and what to do.
 
 A pickle can name any importable function and call it while it is read, so a file handed to lightpref is never
 unpickled freely:
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,13 @@ _METADATA_CLASSES = {
     "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
     "collections": {"OrderedDict"},
 }
+
+
+SHARDED_METADATA = "meta.pt"  # what Lightning writes beside the shards of a distributed checkpoint
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint that is truncated, damaged or incomplete."""
 
 
 class UnsafeCheckpointError(ValueError):
@@ -113,3 +124,55 @@ def refusal(error: pickle.UnpicklingError) -> str:
         return f"it names {found.group(0)}" if found.group(0).startswith("GLOBAL") else found.group(0)
     paragraphs = [part.strip() for part in text.split("\n\n") if part.strip()]
     return paragraphs[1] if len(paragraphs) > 1 else text.strip()
+
+
+def _corrupt(path: Path, problem: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"the checkpoint {path} is unusable: {problem}. It was probably cut short by a crash or a full disk, or "
+        "damaged in a copy; resume from an earlier checkpoint instead (`--ckpt_path` with another file in its "
+        "directory), or start the run again without `--ckpt_path`"
+    )
+
+
+def validate_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CorruptCheckpointError` unless ``path`` is a complete checkpoint file or sharded directory.
+
+    A file must be a zip archive (as ``torch.save`` writes) whose every member passes its CRC check; a directory
+    must hold Lightning's ``meta.pt`` and the distributed-checkpoint metadata, with every shard file at least as
+    long as the metadata says.
+    """
+    path = Path(path)
+    if path.is_dir():
+        _validate_sharded(path)
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; check `--ckpt_path`")
+    if not zipfile.is_zipfile(path):
+        raise _corrupt(path, "it is not a complete PyTorch archive (its zip directory is missing)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise _corrupt(path, f"reading it failed ({error})") from error
+    if damaged is not None:
+        raise _corrupt(path, f"its member {damaged!r} fails its CRC check")
+
+
+def _validate_sharded(path: Path) -> None:
+    if not (path / SHARDED_METADATA).is_file():
+        raise _corrupt(path, f"the directory has no {SHARDED_METADATA} (Lightning writes it last)")
+    validate_checkpoint(path / SHARDED_METADATA)
+    try:
+        metadata = read_metadata(path)  # never plain pickle: the file could name any function to call
+    except UnsafeCheckpointError:
+        raise
+    except Exception as error:  # a missing or truncated .metadata fails inside pickle in many ways
+        raise _corrupt(path, f"its distributed-checkpoint metadata cannot be read ({error})") from error
+    needed: dict[str, int] = {}
+    for info in metadata.storage_data.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        shard = path / name
+        if not shard.is_file() or shard.stat().st_size < size:
+            actual = shard.stat().st_size if shard.is_file() else "missing"
+            raise _corrupt(path, f"the shard {name} should hold {size} bytes but has {actual}")
