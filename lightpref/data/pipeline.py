@@ -16,6 +16,7 @@ is byte-identical whatever the number of processes. An error names the row's loc
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -26,6 +27,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
@@ -73,8 +75,20 @@ def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict
     columns = [[pair.prompt_ids for pair in kept], [pair.chosen_ids for pair in kept]]
     columns += [[pair.rejected_ids for pair in kept]]
     columns += [[pair.view_prompt_ids[name] for pair in kept] for name in job.views]
-    arrays = [pa.array(column, type=IDS) for column in columns]
-    return pa.record_batch(arrays, schema=job.schema()), stats.as_dict()
+    return pa.record_batch([ids_array(column) for column in columns], schema=job.schema()), stats.as_dict()
+
+
+def ids_array(rows: list[list[int]]) -> pa.ListArray:
+    """Lists of token ids as an Arrow ``list<int32>`` array, built from flat numpy buffers (``pa.array`` on Python
+    lists is ~15x slower).
+
+    >>> ids_array([[1, 2], [], [3]]).to_pylist()
+    [[1, 2], [], [3]]
+    """
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)), out=offsets[1:])
+    values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 def chunked(rows: Iterable[Any], size: int = CHUNK_PAIRS) -> Iterator[list[Any]]:
@@ -149,9 +163,11 @@ class ChunkTokenizer:
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
             previous = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker; the processes are the parallelism
+            gc.freeze()  # forked workers' garbage collector then leaves the parent's objects (and pages) alone
             try:
                 self._pool = context.Pool(self.num_proc, initializer=_start_worker, initargs=(self.job,))
             finally:
+                gc.unfreeze()
                 if previous is None:
                     os.environ.pop("TOKENIZERS_PARALLELISM", None)
                 else:
