@@ -162,7 +162,8 @@ class PreferenceDataModule(LightningDataModule):
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.stats: dict[str, dict[str, Any]] = {}
-        self._hub: dict[str, Any] = {}
+        self._hub: dict[tuple[str, str | None, str], Any] = {}
+        self._digests: dict[tuple[Path, int, int], str] = {}
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer (loaded once), with EOS as pad token when it has none."""
@@ -267,10 +268,12 @@ class PreferenceDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise RuntimeError("call `setup()` before asking for the training DataLoader")
+        replicas = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
         if self.streaming:
+            if replicas.get("num_replicas", 1) > 1:
+                raise ValueError("`streaming: true` supports one training process; set `streaming: false` to cache")
             return self.train_dataset
         loader = self._loader(self.train_dataset, self.batch_size, False, None)
-        replicas = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
         if self.max_tokens_per_batch is not None:
             lengths = token_lengths(self.train_dataset)
             return token_budget(loader, lengths, self.max_tokens_per_batch, self.shuffle, self.seed, **replicas)
@@ -330,11 +333,11 @@ class PreferenceDataModule(LightningDataModule):
                 if entry.hub_dataset is not None:
                     found = [self._hub_source(entry.hub_dataset, entry.hub_config, entry.split)]
                 else:
-                    found = [(file_sha256(path), partial(data_sources.read_file, path)) for path in paths]
+                    found = [self._file_source(path) for path in paths]
                 groups.append((SourceGroup(entry.label(), entry.format, [rows for _, rows in found]), found))
             return groups
         paths = self.train_paths if split == "train" else self.val_paths
-        found: list[Source] = [(file_sha256(path), partial(data_sources.read_file, path)) for path in paths]
+        found: list[Source] = [self._file_source(path) for path in paths]
         name = ", ".join(str(path) for path in paths)
         if split == "train" and self.records is not None:
             found.append((data_sources.records_digest(self.records), partial(data_sources.read_records, self.records)))
@@ -344,6 +347,14 @@ class PreferenceDataModule(LightningDataModule):
             found.append(self._hub_source(self.hub_dataset, self.hub_config, hub_split))
             name = f"{self.hub_dataset}:{hub_split}"
         return [(SourceGroup(name, self.format, [rows for _, rows in found]), found)] if found else []
+
+    def _file_source(self, path: Path) -> Source:
+        """A file's content key (its SHA-256, computed once per DataModule while its size and mtime hold) and rows."""
+        status = path.stat()
+        key = (path, status.st_size, status.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_sha256(path)
+        return self._digests[key], partial(data_sources.read_file, path)
 
     def _hub_source(self, name: str, config: str | None, split: str) -> Source:
         if (name, config, split) not in self._hub:
