@@ -130,14 +130,15 @@ def tokenize_pairs(
     for index, example in enumerate(examples):
         try:
             prompt_text = prompt_as_text(example.prompt, tokenizer)
-            completions = [completion_text(example, prompt_text, c, tokenizer, stats) for c in _completions(example)]
+            completions = [completion_text(example, prompt_text, completion, tokenizer, stats)
+                           for completion in (example.chosen, example.rejected)]
         except ValueError as error:
             raise PairError(index, str(error)) from None
         texts.append((prompt_text, *completions))
     encoded = encode_texts([text for group in texts for text in (group[0], *(group[0] + c for c in group[1:]))],
                            tokenizer)
     pairs: list[TokenizedPair | None] = []
-    kept: list[int] = []
+    kept: list[tuple[int, TokenizedPair]] = []
     for index, example in enumerate(examples):
         prompt_text, chosen_text, rejected_text = texts[index]
         prompt_ids, chosen_joint, rejected_joint = encoded[3 * index : 3 * index + 3]
@@ -155,21 +156,17 @@ def tokenize_pairs(
         stats.prompts_truncated += len(truncated[0]) < len(prompt_ids)
         stats.completions_truncated += len(truncated[1]) < len(chosen_ids) or len(truncated[2]) < len(rejected_ids)
         stats.pairs += 1
-        pairs.append(TokenizedPair(*truncated))
-        kept.append(index)
+        pair = TokenizedPair(*truncated)
+        pairs.append(pair)
+        kept.append((index, pair))
     if views and kept:
-        _add_view_prompts(examples, pairs, kept, views, tokenizer, max_length, max_prompt_length)
+        _add_view_prompts(examples, kept, views, tokenizer, max_length, max_prompt_length)
     return pairs
-
-
-def _completions(example: PreferenceExample) -> tuple[Prompt, Prompt]:
-    return example.chosen, example.rejected
 
 
 def _add_view_prompts(
     examples: Sequence[PreferenceExample],
-    pairs: list[TokenizedPair | None],
-    kept: list[int],
+    kept: list[tuple[int, TokenizedPair]],
     views: Mapping[str, PromptView],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
@@ -178,16 +175,14 @@ def _add_view_prompts(
     """Fill in each kept pair's view prompts: the view's prompt tokenised like the plain one, cut from its start to
     fit ``max_prompt_length`` and ``max_length`` next to the pair's longest (already truncated) completion."""
     names, texts = list(views), []
-    for index in kept:
+    for index, _ in kept:
         try:
             texts += [prompt_as_text(views[name].apply(copy.deepcopy(examples[index].prompt)), tokenizer)
                       for name in names]
         except ValueError as error:
             raise PairError(index, str(error)) from None
     encoded = iter(encode_texts(texts, tokenizer))
-    for index in kept:
-        pair = pairs[index]
-        assert pair is not None  # kept pairs are never dropped
+    for index, pair in kept:
         budget = min(max_prompt_length, max_length - max(len(pair.chosen_ids), len(pair.rejected_ids)))
         for name in names:
             view_ids = next(encoded)
