@@ -243,3 +243,23 @@ def test_a_streamed_dataset_resumes_exactly_mid_epoch_and_across_epochs(tokenize
 def test_streaming_needs_a_hub_dataset(tokenizer, tmp_path: Path):
     with pytest.raises(ValueError, match="`streaming: true` streams `hub_dataset`"):
         make(tokenizer, tmp_path, records=explicit(2), streaming=True)
+
+
+def test_a_mixture_is_given_in_a_config(tmp_path: Path):
+    from jsonargparse import ArgumentParser
+
+    tiny_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    plain = write_jsonl(tmp_path / "plain.jsonl", explicit(4))
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data:\n  tokenizer: {tmp_path / 'tokenizer'}\n  num_proc: 1\n  sources:\n"
+        f"    - {{files: {plain}, format: explicit, weight: 0.5, name: plain}}\n"
+        f"    - {{files: [{plain}], cap: 3}}\n"
+    )
+    parser = ArgumentParser()
+    parser.add_class_arguments(PreferenceDataModule, "data")
+    parser.add_argument("--config", action="config")
+    data = parser.instantiate(parser.parse_args(["--config", str(config)])).data
+    assert [(source.name, source.weight, source.cap, source.format) for source in data.sources] == [
+        ("plain", 0.5, None, "explicit"), (None, 1.0, 3, "auto")]
+    assert data.num_proc == 1
