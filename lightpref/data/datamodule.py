@@ -10,7 +10,6 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
@@ -273,7 +272,7 @@ class PreferenceDataModule(LightningDataModule):
             if replicas.get("num_replicas", 1) > 1:
                 raise ValueError("`streaming: true` supports one training process; set `streaming: false` to cache")
             return self.train_dataset
-        loader = self._loader(self.train_dataset, self.batch_size, False, None)
+        loader = self._loader(self.train_dataset, self.batch_size, "train")
         if self.max_tokens_per_batch is not None:
             lengths = token_lengths(self.train_dataset)
             return token_budget(loader, lengths, self.max_tokens_per_batch, self.shuffle, self.seed, **replicas)
@@ -285,7 +284,7 @@ class PreferenceDataModule(LightningDataModule):
             return [] if self.val_dataset is None else self.val_dataset
         if self.val_dataset is None or len(self.val_dataset) == 0:
             return []
-        return self._loader(self.val_dataset, self.val_batch_size, False, None)
+        return self._loader(self.val_dataset, self.val_batch_size, "val")
 
     def test_dataloader(self) -> DataLoader | list:
         """``lightpref test`` evaluates the validation pairs (give them with ``val_files`` or ``val_fraction``)."""
@@ -307,19 +306,14 @@ class PreferenceDataModule(LightningDataModule):
         dataset = _Indexed(self.split_dataset(split))
         if indices is not None:
             dataset = Subset(dataset, list(indices))
-        return self._loader(dataset, batch_size, False, None, indexed=False)
+        return self._loader(dataset, batch_size, split, indexed=False)
 
-    def _loader(
-        self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None, indexed: bool = True
-    ) -> DataLoader:
-        collate = partial(
-            collate_rows, pad_token_id=self.load_tokenizer().pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of
-        )
+    def _loader(self, dataset: Any, batch_size: int, split: str, indexed: bool = True) -> DataLoader:
+        collate = partial(collate_rows, pad_token_id=self.load_tokenizer().pad_token_id,
+                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         return DataLoader(
             _Indexed(dataset) if indexed else dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
@@ -371,7 +365,7 @@ class PreferenceDataModule(LightningDataModule):
         dataset = data_sources.load_hub(self.hub_dataset, self.hub_config, hub_split, streaming=True)
         job = TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views())
         collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id,
-                          pad_to_multiple_of=self.pad_to_multiple_of)
+                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         shuffle = self.shuffle and split == "train"
         batch_size = self.batch_size if split == "train" else self.val_batch_size
         return StreamingPairs(dataset, f"hub dataset {self.hub_dataset!r} split {hub_split!r}", job, self.format,

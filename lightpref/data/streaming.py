@@ -19,7 +19,7 @@ and, once the stream is exhausted, up to the last one. (Iterated by hand, it lag
 >>> job = TokenizeJob(tiny_tokenizer(), max_length=16, max_prompt_length=8)
 >>> collate = partial(collate_rows, pad_token_id=0)
 >>> stream = StreamingPairs(rows.to_iterable_dataset(), "rows", job, "auto", False, 2, collate, shuffle=False)
->>> [len(batch["input_ids"]) for batch in stream], stream.state_dict()
+>>> [len(batch.input_ids) for batch in stream], stream.state_dict()
 ([4, 4, 2], {'epoch': 0, 'rows': 5})
 """
 

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 import lightpref.data.datamodule as datamodule
 import lightpref.data.pipeline as pipeline
+from lightpref.batch import PairBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.cache import split_path
 from lightpref.data.sources import read_file
@@ -172,9 +173,9 @@ class Recorder(LightningModule):
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.seen: list[list[int]] = []
 
-    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
-        self.seen.append(batch["input_ids"].tolist())
-        return self.weight * batch["attention_mask"].float().mean()
+    def training_step(self, batch: PairBatch, batch_index: int) -> torch.Tensor:
+        self.seen.append(batch.input_ids.tolist())
+        return self.weight * batch.attention_mask.float().mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -214,13 +215,13 @@ def test_a_streamed_dataset_is_tokenised_on_the_fly_like_the_cache(tokenizer, tm
     cached = ready(make(tokenizer, tmp_path / "cached", records=records, **options))
     expected = [row["prompt_ids"] for row in cached.train_dataset]
     batches = list(data.train_dataloader())
-    assert [len(batch["input_ids"]) for batch in batches] == [8, 8, 2]
+    assert [len(batch.input_ids) for batch in batches] == [8, 8, 2]
     got = []
     for batch in batches:
-        chosen = len(batch["input_ids"]) // 2  # rows 0..B-1: prompt + chosen
+        chosen = len(batch.input_ids) // 2  # rows 0..B-1: prompt + chosen
         for row in range(chosen):
-            prompt = batch["attention_mask"][row].bool() & ~batch["completion_mask"][row]
-            got.append(batch["input_ids"][row][prompt].tolist())
+            prompt = batch.attention_mask[row].bool() & ~batch.completion_mask[row]
+            got.append(batch.input_ids[row][prompt].tolist())
     assert got == expected
     assert not (tmp_path / "cache").exists()  # nothing cached
 
