@@ -112,14 +112,6 @@ class PreferenceModule(LightningModule):
         if quantization_bits is not None and peft is None and sft_adapter is None:
             raise ValueError("quantised weights cannot be trained directly: `model.quantization_bits` needs an "
                              "adapter (`model.peft`, e.g. a LoraConfig, or `model.sft_adapter`)")
-        if peft is not None and sft_adapter is not None:
-            raise ValueError(
-                "set either `model.peft` (train a new adapter) or `model.sft_adapter` (continue from an SFT adapter, "
-                "which also becomes the frozen reference), not both"
-            )
-        if (peft is not None or sft_adapter is not None) and reference is not None:
-            raise ValueError("`model.reference` cannot be combined with `model.peft`/`model.sft_adapter`: with an "
-                             "adapter the reference is the base model itself; remove one of them")
         if reference_batch_size < 1:
             raise ValueError(f"`model.reference_batch_size` must be a positive integer, got {reference_batch_size}")
         if on_nonfinite not in ACTIONS:
