@@ -264,3 +264,21 @@ def test_a_mixture_is_given_in_a_config(tmp_path: Path):
     assert [(source.name, source.weight, source.cap, source.format) for source in data.sources] == [
         ("plain", 0.5, None, "explicit"), (None, 1.0, 3, "auto")]
     assert data.num_proc == 1
+
+
+def test_a_mixture_source_may_be_a_hub_split(tokenizer, tmp_path: Path, monkeypatch):
+    from datasets import Dataset
+
+    loaded = []
+
+    def load_hub(name: str, config: str | None, split: str) -> Dataset:
+        loaded.append((name, config, split))
+        return Dataset.from_list(explicit(6, start=50))
+
+    monkeypatch.setattr("lightpref.data.sources.load_hub", load_hub)
+    plain = write_jsonl(tmp_path / "plain.jsonl", explicit(4))
+    sources = [{"files": str(plain)}, {"hub_dataset": "org/prefs", "hub_config": "main", "split": "test", "cap": 2}]
+    data = ready(make(tokenizer, tmp_path, sources=sources))
+    assert loaded == [("org/prefs", "main", "test")]  # loaded once for the fingerprint and the rows
+    assert [source["name"] for source in data.stats["train"]["sources"]] == [str(plain), "org/prefs:test"]
+    assert len(data.train_dataset) == 4 + 2
