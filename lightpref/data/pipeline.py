@@ -22,6 +22,8 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -37,8 +39,6 @@ from lightpref.data.sources import Row
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
 
 if TYPE_CHECKING:
-    from multiprocessing.pool import Pool
-
     from transformers import PreTrainedTokenizerBase
 
     from lightpref.views import PromptView
@@ -108,10 +108,12 @@ def default_num_proc() -> int:
 
 
 _WORKER_JOB: TokenizeJob | None = None
+TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
 def _start_worker(job: TokenizeJob) -> None:
     global _WORKER_JOB
+    os.environ[TOKENIZERS_PARALLELISM] = "false"  # one thread per worker: the processes are the parallelism
     _WORKER_JOB = job
 
 
@@ -122,19 +124,19 @@ def _tokenize_in_worker(chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
 
 class ChunkTokenizer:
     """Tokenises chunks in order, in this process or on ``num_proc`` worker processes (started at the second chunk,
-    so small data never pays for them). Use as a context manager; the workers stop on exit."""
+    so small data never pays for them). Use as a context manager; the workers stop on exit. A worker that dies
+    (killed, e.g. out of memory) is an error, never a hang."""
 
     def __init__(self, job: TokenizeJob, num_proc: int = 1) -> None:
         self.job, self.num_proc = job, num_proc
-        self._pool: Pool | None = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> ChunkTokenizer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[pa.RecordBatch, dict[str, int]]]:
@@ -149,30 +151,42 @@ class ChunkTokenizer:
             yield from (tokenize_chunk(self.job, chunk) for chunk in chain(head, iterator))
             return
         pool = self._start_pool()
-        pending: deque[Any] = deque()
+        pending: deque[Future] = deque()
         for chunk in chain([first, second], iterator):
-            pending.append(pool.apply_async(_tokenize_in_worker, (chunk,)))
+            pending.append(pool.submit(_tokenize_in_worker, chunk))
             if len(pending) >= 2 * self.num_proc:  # bounded look-ahead: memory stays flat
-                yield pending.popleft().get()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
 
-    def _start_pool(self) -> Pool:
+    def _start_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # fork starts workers in milliseconds without re-importing; elsewhere fork is unsafe, so spawn.
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            previous = os.environ.get("TOKENIZERS_PARALLELISM")
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker; the processes are the parallelism
+            pool = ProcessPoolExecutor(self.num_proc, context, initializer=_start_worker, initargs=(self.job,))
+            previous = os.environ.get(TOKENIZERS_PARALLELISM)
+            os.environ[TOKENIZERS_PARALLELISM] = "false"  # set when forking: the tokenizers library then stays quiet
             gc.freeze()  # forked workers' garbage collector then leaves the parent's objects (and pages) alone
             try:
-                self._pool = context.Pool(self.num_proc, initializer=_start_worker, initargs=(self.job,))
+                pool.submit(int).result()  # with fork, every worker starts at the first task
             finally:
                 gc.unfreeze()
                 if previous is None:
-                    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+                    os.environ.pop(TOKENIZERS_PARALLELISM, None)
                 else:
-                    os.environ["TOKENIZERS_PARALLELISM"] = previous
+                    os.environ[TOKENIZERS_PARALLELISM] = previous
+            self._pool = pool
         return self._pool
+
+
+def _result(future: Future) -> tuple[pa.RecordBatch, dict[str, int]]:
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise RuntimeError(
+            "a tokenising worker process ended unexpectedly (killed, e.g. for lack of memory); lower `num_proc`, "
+            "or set `num_proc: 1` to tokenise in this process"
+        ) from error
 
 
 class SplitWriter:

@@ -93,6 +93,21 @@ def test_two_processes_write_a_cache_byte_identical_to_one(tokenizer, tmp_path: 
     assert len(one.train_dataset) == 44 and one.stats["train"]["prompts_truncated"] > 0
 
 
+def dying_worker(chunk):
+    """A worker killed mid-task (as the out-of-memory killer would)."""
+    os._exit(1)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(tokenizer, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 5)
+    monkeypatch.setattr(pipeline, "_tokenize_in_worker", dying_worker)
+    path = write_jsonl(tmp_path / "train.jsonl", explicit(20))
+    data = make(tokenizer, tmp_path, train_files=str(path), num_proc=2)
+    with pytest.raises(RuntimeError, match="a tokenising worker process ended unexpectedly.*lower `num_proc`"):
+        data.prepare_data()
+    assert not data.cache_directory().exists()  # nothing half-written is left as a cache
+
+
 def test_a_bad_row_in_the_middle_of_a_large_file_names_its_line(tokenizer, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 500)
     records = explicit(6000)
