@@ -12,20 +12,20 @@ import argparse
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from peft import PeftModel, get_peft_config
-from torch import nn
-
-from lightpref.adapters import POLICY_ADAPTER, attach_adapter
-from lightpref.pretrained import load_model, load_tokenizer
+if TYPE_CHECKING:  # imported where used: `lightpref export --help` needs neither torch's models nor peft
+    from torch import nn
 
 CHECKPOINT_KEY = "lightpref"
 
 
 def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool = True) -> None:
     """Write ``policy`` and ``tokenizer`` to ``directory``; a peft policy is merged (on a copy) unless not asked."""
+    from peft import PeftModel
+
+    from lightpref.adapters import POLICY_ADAPTER
+
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(policy, PeftModel):
         if merge:
@@ -53,6 +53,11 @@ def policy_source(module: Any) -> dict[str, Any]:
 
 def rebuild_policy(source: dict[str, Any]) -> nn.Module:
     """The untrained policy described by :func:`policy_source`."""
+    from peft import get_peft_config
+
+    from lightpref.adapters import attach_adapter
+    from lightpref.pretrained import load_model
+
     base = load_model(source["pretrained"], gguf_file=source["gguf_file"], **source["load_kwargs"])
     if source["peft"] is None and source["sft_adapter"] is None:
         return base
@@ -62,6 +67,10 @@ def rebuild_policy(source: dict[str, Any]) -> nn.Module:
 
 def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True) -> None:
     """Turn a lightpref Lightning checkpoint into a Hugging Face model directory."""
+    import torch
+
+    from lightpref.pretrained import load_tokenizer
+
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
