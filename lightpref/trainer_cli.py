@@ -172,24 +172,31 @@ class PreferenceCLI(LightningCLI):
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith("💡 Tip")
+
+
 def quiet_known_noise() -> None:
     """Silence what a lightpref run prints without it concerning the user.
 
     - Lightning's "💡 Tip" adverts for its cloud products;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
       (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
-    - Lightning's own use of torch's deprecated ``LeafSpec``; transformers' deprecation of
-      ``is_gradient_checkpointing``, which peft reads; peft's ``loftq_config`` warning, raised because the config
-      parser fills every LoraConfig field with its default.
+    - "The number of training batches is smaller than the logging interval": the first and last steps are logged
+      anyway (:class:`~lightpref.run_callbacks.LogFirstAndLastStep`);
+    - Lightning's own use of torch's deprecated ``LeafSpec`` and of jsonargparse's deprecated calls;
+      transformers' deprecation of ``is_gradient_checkpointing``, which peft reads; peft's ``loftq_config``
+      warning, raised because the config parser fills every LoraConfig field with its default.
     """
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not str(record.getMessage()).startswith("💡 Tip")
-    )
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_a_tip not in rank_zero_log.filters:
+        rank_zero_log.addFilter(_not_a_tip)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
     warnings.filterwarnings("ignore", message=r"`loftq_config` specified but will be ignored")
-    warnings.filterwarnings("ignore", message=r".*skip_none parameter was deprecated")  # LightningCLI's jsonargparse use
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="lightning.pytorch.cli")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:

@@ -6,8 +6,10 @@ and ``build-dataset`` parses its options. A path under ``runs/`` that a fresh cl
 file an earlier command writes, and is replaced by that file from a tiny run.
 """
 
+import importlib.util
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,11 +89,19 @@ def substitute(arguments: list[str], short_run: Path, tmp_path: Path) -> list[st
 
 
 def run_trainer_command(arguments: list[str], tmp_path: Path) -> None:
+    """Parse and instantiate; a saved run config (it records `ckpt_path`, a `fit` option) and `--help` are parsed
+    by the `fit` command's own parser, which `--print_config` stops before it trains."""
     if any(argument in ("--print_config", "--help") for argument in arguments):
         with pytest.raises(SystemExit) as done:
             build_cli(arguments)
         assert done.value.code in (None, 0)
         return
+    if any("lightning_logs" in argument for argument in arguments):
+        run_trainer_command([*arguments, "--print_config"], tmp_path)
+        return
+    if "--ckpt_path" in arguments:  # used when training starts; the rest is what instantiating checks
+        at = arguments.index("--ckpt_path")
+        arguments = arguments[:at] + arguments[at + 2:]
     cli = build_cli([*arguments, "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert cli.model.loss is not None and cli.datamodule is not None and cli.trainer is not None
 
@@ -141,9 +151,19 @@ def test_the_walked_through_config_is_the_shipped_quickstart():
 @pytest.mark.parametrize(("source", "snippet"), SNIPPETS,
                          ids=[f"{path.name}:{index}" for index, (path, _) in enumerate(SNIPPETS)])
 def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snippet, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    path = tmp_path / "snippet.yaml"
-    path.write_text(snippet)
-    cli = build_cli(["fit", "--config", "configs/quickstart.yaml", "--config", str(path),
+    """Each YAML snippet, stacked on the quickstart config; the reader's own files it names (``data/…``) are
+    stood in for by lightpref's example pairs, whose rows also have the ``prompt`` field a prompts file needs."""
+    for module in re.findall(r"class_path: (\w+)\.", snippet):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"the snippet needs {module!r}, which is not installed here")
+    monkeypatch.chdir(tmp_path)
+    for name in set(re.findall(r"\bdata/[\w./-]+", snippet)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "lightpref" / "examples" / "preferences.jsonl", tmp_path / name)
+    quickstart = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
+    quickstart["data"]["train_files"] = str(REPO / quickstart["data"]["train_files"])
+    (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(quickstart))
+    (tmp_path / "snippet.yaml").write_text(snippet)
+    cli = build_cli(["fit", "--config", "quickstart.yaml", "--config", "snippet.yaml",
                      "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert cli.model.loss is not None
