@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,9 +109,7 @@ class ValidateAtStart(Callback):
         first_loop_iter = trainer._logger_connector._first_loop_iter
         trainer.validating = True  # as Lightning's training loop does before it validates
         try:
-            with warnings.catch_warnings():  # Lightning's word for "no validation data", when there is none to run
-                warnings.filterwarnings("ignore", message=r"Total length of .* across ranks is zero")
-                loop.run()
+            loop.run()
         finally:
             trainer.training = True
             trainer._logger_connector._first_loop_iter = first_loop_iter

@@ -182,6 +182,7 @@ def quiet_known_noise() -> None:
     - Lightning's "💡 Tip" adverts for its cloud products;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
       (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
+    - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
     - "The number of training batches is smaller than the logging interval": the first and last steps are logged
       anyway (:class:`~lightpref.run_callbacks.LogFirstAndLastStep`);
     - Lightning's own use of torch's deprecated ``LeafSpec`` and of jsonargparse's deprecated calls;
@@ -196,6 +197,7 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
     warnings.filterwarnings("ignore", message=r"`loftq_config` specified but will be ignored")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="lightning.pytorch.cli")
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
