@@ -1,5 +1,6 @@
 """``lightpref`` on the command line: configs, overrides, the saved config, the loss listing and a plugin."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from lightpref.cli import build_cli, main
-from lightpref.losses import LossRegistryError
+from lightpref.losses import LossRegistryError, loss_class
 from lightpref.losses.dpo import DPO
 from lightpref.losses.ipo import IPO
 from lightpref.losses.mixture import Mixture
@@ -119,12 +120,43 @@ def test_print_config(tiny_checkpoint, pairs_file, tmp_path, capsys):
     assert printed["data"]["batch_size"] == 4 and "predict" not in printed
 
 
+def loss_class_of(spec):
+    """The class a config's `model.loss` names: a registered name or a class path."""
+    name = spec if isinstance(spec, str) else spec["class_path"]
+    if "." not in name:
+        return loss_class(name)
+    module, attribute = name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), attribute)
+
+
+TRAINER_KEYS = ("max_steps", "max_epochs", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches",
+                "num_nodes", "default_root_dir")
+
+
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses(config):
-    """Each config instantiates (models are built later, in configure_model) and says how to run it."""
+    """Each config says how to run it and instantiates to what it sets (the weights load later, in configure_model):
+    its loss class and arguments, model source, data settings, trainer limits and strategy."""
     assert config.read_text().startswith("# Run: lightpref ")
+    raw = yaml.safe_load(config.read_text())
     cli = build_cli(["fit", "--config", str(config)], run=False)
-    assert cli.model.loss is not None and cli.datamodule is not None
+    model, data, trainer = raw["model"], raw["data"], raw["trainer"]
+    assert type(cli.model.loss) is loss_class_of(model["loss"])
+    arguments = model["loss"].get("init_args", {}) if isinstance(model["loss"], dict) else {}
+    for key, value in arguments.items():
+        assert getattr(cli.model.loss, key) == value, key
+    assert (cli.model.pretrained, cli.model.gguf_file) == (model["pretrained"], model.get("gguf_file"))
+    for key in ("batch_size", "max_length", "max_prompt_length", "val_fraction"):
+        if key in data:
+            assert getattr(cli.datamodule, key) == data[key], key
+    for key in TRAINER_KEYS:
+        if key in trainer:
+            assert str(getattr(cli.trainer, key)) == str(trainer[key]), key
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, dict):
+        assert type(cli.trainer.strategy).__name__ == strategy["class_path"].rsplit(".", 1)[-1]
+    elif strategy == "ddp":
+        assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
 
 
 def test_losses_lists_builtins(capsys):
