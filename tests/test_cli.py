@@ -52,7 +52,7 @@ def test_fit_from_config_and_rerun_from_saved_config(tiny_checkpoint, pairs_file
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path / "first")
     first = build_cli(["fit", "--config", str(config)])
     original = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
-    policy, reference = first.model.policy.state_dict(), first.model.reference.state_dict()
+    policy, reference = first.model.policy.state_dict(), first.model.reference.model.state_dict()
     assert any(not torch.equal(policy[key], value) for key, value in original.items()), "the policy did not train"
     assert all(torch.equal(reference[key], value) for key, value in original.items()), "the reference changed"
     saved = Path(first.trainer.log_dir) / "config.yaml"

@@ -33,15 +33,15 @@ def weights(model):
 def test_policy_trains_reference_stays_frozen(tiny_checkpoint, pairs_file, tmp_path):
     original = weights(AutoModelForCausalLM.from_pretrained(tiny_checkpoint))
     module, _ = fit(tiny_checkpoint, pairs_file, tmp_path)
-    policy, reference = weights(module.policy), weights(module.reference)
+    policy, reference = weights(module.policy), weights(module.reference.model)
     assert any(not torch.equal(policy[name], original[name]) for name in original), "the policy did not change"
     assert all(torch.equal(reference[name], original[name]) for name in original), "the reference changed"
-    assert not any(p.requires_grad for p in module.reference.parameters())
-    assert not module.reference.training
+    assert not any(p.requires_grad for p in module.reference.model.parameters())
+    assert not module.reference.model.training
     module.train()
-    assert not module.reference.training and module.policy.training
+    assert not module.reference.model.training and module.policy.training
     optimised = {id(p) for group in module.trainer.optimizers[0].param_groups for p in group["params"]}
-    assert not optimised & {id(p) for p in module.reference.parameters()}
+    assert not optimised & {id(p) for p in module.reference.model.parameters()}
 
 
 def test_metrics_under_familiar_names(tiny_checkpoint, pairs_file, tmp_path):
@@ -108,15 +108,39 @@ def test_loss_receives_exactly_what_it_declared(tiny_checkpoint, pairs_file, tmp
 def test_reference_free_loss_never_builds_a_reference(tiny_checkpoint, pairs_file, tmp_path):
     loss = Recorder(requires_reference=False)
     module, _ = fit(tiny_checkpoint, pairs_file, tmp_path, loss=loss, steps=1)
-    assert module.reference is None and loss.seen[0][1] is None
+    assert module.reference.model is None and loss.seen[0][1] is None
 
 
-def test_plain_loss_gets_no_token_values(tiny_checkpoint, pairs_file, tmp_path):
-    module = PreferenceModule(str(tiny_checkpoint))
-    module.configure_model()
-    data = PreferenceDataModule(tokenizer=str(tiny_checkpoint), train_files=str(pairs_file), batch_size=2)
+class Keeper(PreferenceLoss):
+    """A test loss that keeps what it was given and declares nothing beyond sums, unless told to."""
+
+    def __init__(self, needs_token_logps: bool = False) -> None:
+        super().__init__()
+        self.needs_token_logps = needs_token_logps
+        self.seen: list[tuple[LogProbs, LogProbs | None]] = []
+
+    def forward(self, policy, reference):
+        self.seen.append((policy, reference))
+        return LossOutput(-(policy.chosen - reference.chosen), policy.chosen.detach(), policy.rejected.detach())
+
+
+def test_plain_loss_gets_no_token_values(tiny_checkpoint, pairs_file):
+    """A loss that declares nothing gets per-pair sums only; they are the sums of the per-token values that a loss
+    declaring `needs_token_logps` receives for the same batch."""
+    data = PreferenceDataModule(tokenizer=str(tiny_checkpoint), train_files=str(pairs_file), batch_size=2,
+                                shuffle=False)
     data.prepare_data()
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    record = module._record(module._token_logprobs(module.policy, batch))
-    assert record.chosen_tokens is None and record.chosen_mask is None and record.chosen.shape == (2,)
+    plain, tokens = Keeper(), Keeper(needs_token_logps=True)
+    for loss in (plain, tokens):
+        module = PreferenceModule(str(tiny_checkpoint), loss=loss)
+        module.configure_model()
+        module(batch)
+    (policy, reference), (token_policy, token_reference) = plain.seen[0], tokens.seen[0]
+    for record in (policy, reference):
+        assert record.chosen_tokens is None and record.chosen_mask is None and record.rejected_tokens is None
+        assert record.chosen.shape == (2,)
+    assert token_policy.chosen_tokens.shape[0] == 2 and token_reference.rejected_mask is not None
+    torch.testing.assert_close(policy.chosen, token_policy.chosen_tokens.sum(-1))
+    torch.testing.assert_close(reference.rejected, token_reference.rejected_tokens.sum(-1))
