@@ -145,7 +145,7 @@ def test_every_shipped_config_parses(config):
     arguments = model["loss"].get("init_args", {}) if isinstance(model["loss"], dict) else {}
     for key, value in arguments.items():
         assert getattr(cli.model.loss, key) == value, key
-    assert (cli.model.pretrained, cli.model.gguf_file) == (model["pretrained"], model.get("gguf_file"))
+    assert (cli.model.source.name, cli.model.source.gguf_file) == (model["pretrained"], model.get("gguf_file"))
     for key in ("batch_size", "max_length", "max_prompt_length", "val_fraction"):
         if key in data:
             assert getattr(cli.datamodule, key) == data[key], key
