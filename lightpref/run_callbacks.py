@@ -3,8 +3,9 @@
 ``lightpref fit`` adds each of these unless the config's ``trainer.callbacks`` brings one of the same kind
 (see :func:`with_run_callbacks`):
 
-- :class:`FinalCheckpoint` — one checkpoint file per run, ``checkpoints/last.ckpt``: written after each validation,
-  at the end of training and on Ctrl-C, so a 3-step run leaves one and disk use stays one checkpoint per run;
+- :class:`FinalCheckpoint` — one checkpoint file per run, ``checkpoints/last.ckpt``: written when Lightning's
+  default checkpoint would be (after a validation or an epoch), at the end of training and on Ctrl-C, so a 3-step
+  run leaves one and disk use stays one checkpoint per run;
 - :class:`LogFirstAndLastStep` — the training metrics of the first and the last step are logged whatever
   ``trainer.log_every_n_steps`` is;
 - Lightning's ``LearningRateMonitor`` — the learning rate, every logged step;
@@ -37,11 +38,11 @@ from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 class FinalCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` keeping exactly one file, ``last.ckpt``, that always holds the newest state.
 
-    It is overwritten after each validation (as Lightning's default checkpoint is), at the end of training when the
-    last step was not saved yet, and when a one-process run is interrupted with Ctrl-C (the state reached so far;
-    SIGTERM is handled by :class:`lightpref.checkpointing.SafeCheckpoints`, which writes the same file). Resume with
-    ``--ckpt_path last``. It holds the trained weights and the optimiser state (for AdamW about 3× the weights in
-    float32), and never the frozen reference.
+    It is overwritten whenever Lightning's default checkpoint would be written (after a validation, or an epoch), at
+    the end of training when the last step was not saved yet, and when a one-process run is interrupted with Ctrl-C
+    (the state reached so far; SIGTERM is handled by :class:`lightpref.checkpointing.SafeCheckpoints`, which writes
+    the same file). Resume with ``--ckpt_path last``. It holds the trained weights and the optimiser state (for
+    AdamW about 3× the weights in float32), and never the frozen reference.
 
     Args:
         dirpath: the checkpoint directory; by default ``<log dir>/checkpoints``.
