@@ -57,28 +57,54 @@ def _is_loss_type(typehint: Any) -> bool:
 
 
 def resolve_registered_loss_names() -> None:
-    """Teach jsonargparse that a registered loss name (``dpo``) names its class, as a class name (``DPO``) does.
+    """Teach jsonargparse that a registered loss name (``dpo``) names its class, as a class name (``DPO``) does, and
+    that a new loss starts from its own defaults.
 
     jsonargparse resolves a short class path by the names of the subclasses already imported, which are class names,
     not registry names, and only after their plugin was imported. This wraps its resolver so that, for a parameter
     typed ``PreferenceLoss``, a registered name resolves to the class its entry point names, without importing any
     other plugin; every other name is resolved as before.
+
+    When a later config or flag changes the class, jsonargparse keeps the earlier class's arguments that the new one
+    also accepts — defaults included. For losses that is wrong: ``--model.loss simpo`` over a config's ``loss: dpo``
+    would train SimPO with DPO's β = 0.1 instead of its own 2.0. So a loss given anew drops the old loss's arguments;
+    arguments given after it (``--model.loss simpo --model.loss.init_args.beta 2.5``) apply as usual.
     """
     from jsonargparse import _typehints
 
-    original = _typehints.resolve_class_path_by_name
-    if getattr(original, "resolves_loss_names", False):
+    resolve_original = _typehints.resolve_class_path_by_name
+    if getattr(resolve_original, "resolves_loss_names", False):
         return
+    discard_original = _typehints.discard_init_args_on_class_path_change
 
     def resolve(cls: Any, name: str) -> str:
         if isinstance(name, str) and "." not in name and _is_loss_type(cls):
             path = class_path(name)
             if path is not None:
                 return path
-        return original(cls, name)
+        return resolve_original(cls, name)
+
+    def discard(parser_or_action: Any, previous: Any, value: Any) -> None:
+        if previous and "init_args" in previous and previous["class_path"] != value["class_path"]:
+            if _is_loss_type(_importable(value["class_path"])):
+                previous = _typehints.subclass_spec_as_namespace(previous)
+                for key in list(previous.init_args.keys()):
+                    previous.init_args.pop(key)
+                return
+        discard_original(parser_or_action, previous, value)
 
     resolve.resolves_loss_names = True  # type: ignore[attr-defined]
     _typehints.resolve_class_path_by_name = resolve
+    _typehints.discard_init_args_on_class_path_change = discard
+
+
+def _importable(path: Any) -> Any:
+    from jsonargparse._util import import_object
+
+    try:
+        return import_object(path)
+    except Exception:  # not a class path: jsonargparse reports it as it does any other
+        return None
 
 
 # --- help ------------------------------------------------------------------------------------------------------------

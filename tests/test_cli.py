@@ -14,9 +14,11 @@ from transformers import AutoModelForCausalLM
 from lightpref.cli import build_cli, main
 from lightpref.losses import LossRegistryError, loss_class
 from lightpref.losses.dpo import DPO
+from lightpref.losses.exo import EXOPair
 from lightpref.losses.ipo import IPO
 from lightpref.losses.mixture import Mixture
 from lightpref.losses.sft import SFT
+from lightpref.losses.simpo import SimPO
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "lightpref-margin-dpo"
@@ -108,6 +110,18 @@ def test_registered_names_inside_a_mixture_and_another_name_with_arguments(tiny_
     cli = build_cli(["fit", "--config", str(config), "--config", str(mixture)], run=False)
     assert isinstance(cli.model.loss, Mixture) and cli.model.loss.names == ["dpo", "sft"]
     assert cli.model.loss.parts[0].beta == 0.5 and isinstance(cli.model.loss.parts[1], SFT)
+
+
+def test_a_loss_given_anew_starts_from_its_own_defaults(tiny_checkpoint, pairs_file, tmp_path):
+    """Over a config's `loss: dpo`, `--model.loss simpo` is SimPO with its own β = 2.0, not DPO's 0.1 carried over."""
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    cli = build_cli(["fit", "--config", str(config), "--model.loss", "simpo"], run=False)
+    assert type(cli.model.loss) is SimPO and cli.model.loss.beta == 2.0
+    cli = build_cli(["fit", "--config", str(config), "--model.loss", "exo_pair"], run=False)
+    assert type(cli.model.loss) is EXOPair and cli.model.loss.label_smoothing == 1e-3  # 0 (DPO's) is an error there
+    cli = build_cli(["fit", "--config", str(config), "--model.loss.init_args.beta", "0.3", "--model.loss", "ipo",
+                     "--model.loss.init_args.beta", "0.2"], run=False)
+    assert type(cli.model.loss) is IPO and cli.model.loss.beta == 0.2
 
 
 def test_print_config(tiny_checkpoint, pairs_file, tmp_path, capsys):
