@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lightpref import __version__
+from lightpref.errors import reporting_errors
 
 if TYPE_CHECKING:
     from lightning.pytorch.cli import LightningCLI
@@ -80,6 +81,7 @@ def reference_column(loss_class: type) -> str:
     return vars(loss_class).get("reference_note") or ("yes" if loss_class.requires_reference else "no")
 
 
+@reporting_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "--help"

@@ -82,10 +82,10 @@ def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     """
     import torch
 
-    from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint
-
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # imports Lightning: only here
+
     if checkpoint.is_dir():
         raise ValueError(f"{checkpoint} is a sharded (directory) checkpoint; export reads single-file checkpoints: "
                          "convert it with Lightning's `convert_zero_checkpoint`/DCP tools first")

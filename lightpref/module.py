@@ -18,7 +18,7 @@ from lightpref.batch import PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
 from lightpref.export import CHECKPOINT_KEY, save_policy
 from lightpref.forward import TokenLogProbs
-from lightpref.guards import ACTIONS, NonFiniteGuard
+from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
@@ -112,14 +112,6 @@ class PreferenceModule(LightningModule):
         if quantization_bits is not None and peft is None and sft_adapter is None:
             raise ValueError("quantised weights cannot be trained directly: `model.quantization_bits` needs an "
                              "adapter (`model.peft`, e.g. a LoraConfig, or `model.sft_adapter`)")
-        if peft is not None and sft_adapter is not None:
-            raise ValueError(
-                "set either `model.peft` (train a new adapter) or `model.sft_adapter` (continue from an SFT adapter, "
-                "which also becomes the frozen reference), not both"
-            )
-        if (peft is not None or sft_adapter is not None) and reference is not None:
-            raise ValueError("`model.reference` cannot be combined with `model.peft`/`model.sft_adapter`: with an "
-                             "adapter the reference is the base model itself; remove one of them")
         if reference_batch_size < 1:
             raise ValueError(f"`model.reference_batch_size` must be a positive integer, got {reference_batch_size}")
         if on_nonfinite not in ACTIONS:
@@ -133,6 +125,7 @@ class PreferenceModule(LightningModule):
                                          self.loss.views, precompute_reference, reference_batch_size,
                                          reference_cache_dir)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        check_optimizer(optimizer)  # a bad value (a negative lr…) fails now, naming its key
         self.export_dir = export_dir
         self.gradient_checkpointing, self.compile_decoder = gradient_checkpointing, compile
         self.on_nonfinite = on_nonfinite

@@ -242,6 +242,9 @@ def build_reference(
 ) -> Reference:
     """The reference a run needs: none (``requires_reference`` false), the adapter-free base (the policy has an
     adapter), else a frozen copy (of the policy, or of ``reference_source``); precomputed when asked."""
+    if policy_source.has_adapter and reference_source is not None:
+        raise ValueError("`model.reference` cannot be combined with `model.peft`/`model.sft_adapter`: with an "
+                         "adapter the reference is the base model itself; remove one of them")
     if not requires_reference:  # its source, the initial policy, is what a KL estimate would compare against
         return NoReference(replace(policy_source, peft=None), scorer)
     if policy_source.has_adapter:

@@ -29,6 +29,7 @@ from lightpref.data import PreferenceDataModule
 from lightpref.losses import PreferenceLoss
 from lightpref.losses.registry import class_path, registered_names
 from lightpref.module import PreferenceModule
+from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
 from lightpref.strategies import register_strategies
 
@@ -168,7 +169,7 @@ def arrange_help(parser: LightningArgumentParser) -> None:
 
 # --- the CLI ---------------------------------------------------------------------------------------------------------
 
-class PreferenceCLI(LightningCLI):
+class PreferenceCLI(CheckpointPathCLI, LightningCLI):
     """LightningCLI with the values the model and the data share linked, so each is written once."""
 
     @staticmethod

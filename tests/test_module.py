@@ -1,10 +1,16 @@
 """The LightningModule on a tiny model: what trains, what stays frozen, what is saved, what the loss receives."""
 
+import re
+
+import pytest
 import torch
 from lightning.pytorch import Trainer
 from transformers import AutoModelForCausalLM
 
 from lightpref.data import PreferenceDataModule
+from lightpref.data.collate import collate_pairs
+from lightpref.data.tokenize import TokenizedPair
+from lightpref.forward import completion_logprobs
 from lightpref.losses import LogProbs, LossOutput, PreferenceLoss
 from lightpref.module import PreferenceModule
 from lightpref.views import InstructionPrefix
@@ -50,9 +56,24 @@ def test_metrics_under_familiar_names(tiny_checkpoint, pairs_file, tmp_path):
     for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                  "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]:
         assert name in names and f"val/{name}" in names, name
-    margin = trainer.callback_metrics["val/rewards/margins"]
-    gap = trainer.callback_metrics["val/rewards/chosen"] - trainer.callback_metrics["val/rewards/rejected"]
-    torch.testing.assert_close(margin, gap)
+    # the validation values, derived independently: the plain forward of the final policy and of the initial weights
+    # (the reference) over every validation pair, DPO's β = 0.1, averaged over pairs
+    module = trainer.lightning_module
+    reference = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    sums = {"policy": [], "reference": []}
+    with torch.no_grad():
+        for batch in trainer.datamodule.val_dataloader():
+            for name, model in (("policy", module.policy.eval()), ("reference", reference)):
+                tokens = completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+                sums[name].append(tokens.logps.sum(-1).view(2, -1))  # (2, b): chosen row, rejected row
+    policy, reference = torch.cat(sums["policy"], 1), torch.cat(sums["reference"], 1)  # (2, pairs)
+    rewards = 0.1 * (policy - reference)
+    margins = rewards[0] - rewards[1]
+    expected = {"val/rewards/chosen": rewards[0].mean(), "val/rewards/rejected": rewards[1].mean(),
+                "val/rewards/margins": margins.mean(), "val/rewards/accuracies": (margins > 0).float().mean(),
+                "val/logps/chosen": policy[0].mean(), "val/loss": -torch.nn.functional.logsigmoid(margins).mean()}
+    for name, value in expected.items():
+        torch.testing.assert_close(trainer.callback_metrics[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_checkpoint_has_no_reference_and_resumes(tiny_checkpoint, pairs_file, tmp_path):
@@ -144,3 +165,43 @@ def test_plain_loss_gets_no_token_values(tiny_checkpoint, pairs_file):
     assert token_policy.chosen_tokens.shape[0] == 2 and token_reference.rejected_mask is not None
     torch.testing.assert_close(policy.chosen, token_policy.chosen_tokens.sum(-1))
     torch.testing.assert_close(reference.rejected, token_reference.rejected_tokens.sum(-1))
+
+
+class BreaksTheContract(PreferenceLoss):
+    """A test loss whose output has one wrong shape, chosen by ``kind``."""
+
+    requires_reference = False
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, policy, reference):
+        chosen, rejected = policy.chosen, policy.rejected  # (B,)
+        output = LossOutput(-(chosen - rejected), chosen.detach(), rejected.detach())
+        if self.kind == "pairwise":  # (B, B): every chosen against every rejected
+            output.losses = -(chosen[:, None] - rejected[None, :])
+        elif self.kind == "scalar":
+            output.losses = output.losses.mean()
+        elif self.kind == "rewards":
+            output.rejected_rewards = output.rejected_rewards[:1]
+        elif self.kind == "metric":
+            output.metrics = {"margin": torch.stack([chosen, rejected], -1).detach()}  # (B, 2)
+        return output
+
+
+@pytest.mark.parametrize("kind, field, shape", [("pairwise", "losses", r"\(2, 2\)"), ("scalar", "losses", r"\(\)"),
+                                                ("rewards", "rejected_rewards", r"\(1,\)"),
+                                                ("metric", "metrics['margin']", r"\(2, 2\)")])
+def test_a_loss_output_with_wrong_shapes_is_refused_naming_the_loss(tiny_checkpoint, kind, field, shape):
+    """A plugin returning (B, B) losses must not train on a wrong objective; 0-d losses or mismatched rewards must
+    not crash deep in the metrics code: one error names the loss class, where it comes from, and the field."""
+    module = PreferenceModule(str(tiny_checkpoint), loss=BreaksTheContract(kind))
+    module.configure_model()
+    batch = collate_pairs([TokenizedPair([5, 6], [7, 8], [9]), TokenizedPair([5], [10], [11, 12])], pad_token_id=0)
+    pattern = rf"BreaksTheContract \(no installed distribution\) returned `{re.escape(field)}` of shape {shape}"
+    with pytest.raises(ValueError, match=pattern + r" for a batch of 2 pairs"):
+        module(batch)
+    module.loss.kind = "none"
+    metrics, loss = module(batch)  # the same loss with its shapes right trains
+    assert loss.shape == () and metrics["loss"].shape == (2,)

@@ -1,5 +1,8 @@
 """One model in memory: LoRA with the base as reference, precomputed reference log-probs, TR-DPO, export."""
 
+import logging
+import math
+import os
 from pathlib import Path
 
 import pytest
@@ -199,3 +202,22 @@ def test_compiled_decoder_gives_the_same_loss_and_gradients(tiny_checkpoint):
     plain_grads = {name: p.grad for name, p in plain.policy.named_parameters()}
     for name, parameter in compiled.policy.named_parameters():
         torch.testing.assert_close(parameter.grad, plain_grads[name], rtol=1e-4, atol=1e-5)
+
+
+def test_reference_cache_follows_the_weights_not_their_size_and_mtime(tmp_path, caplog):
+    """Policy = reference gives DPO loss ln 2 at step 1. Weights rewritten in place with the same sizes and
+    modification times must not reuse the cache of the old weights (which gave 0.748 here); an unchanged run
+    reuses the cache and says so."""
+    model_dir = save_tiny_checkpoint(tmp_path / "model")
+    data_file = write_pairs(tmp_path / "pairs.jsonl", count=16)
+    fit(model_dir, data_file, tmp_path / "a", steps=1, precompute_reference=True)
+    stats = {path: path.stat() for path in model_dir.iterdir()}
+    save_tiny_checkpoint(model_dir, seed=1)
+    for path, stat in stats.items():
+        assert path.stat().st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _, _, losses = fit(model_dir, data_file, tmp_path / "b", steps=1, precompute_reference=True)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    with caplog.at_level(logging.INFO):
+        _, _, again = fit(model_dir, data_file, tmp_path / "c", steps=1, precompute_reference=True)
+    assert "reusing the reference log-probs cached in" in caplog.text and again == losses

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from peft import LoraConfig
 
 from lightpref.batch import PairBatch
 from lightpref.data.collate import collate_pairs
@@ -111,3 +112,13 @@ def test_batch_docstring_examples():
 
     failures, attempted = doctest.testmod(lightpref.batch)
     assert attempted > 0 and failures == 0
+
+
+def test_contradictory_reference_settings_are_refused_naming_the_keys(tiny_checkpoint):
+    from lightpref.module import PreferenceModule
+
+    lora = LoraConfig(r=4, target_modules=["q_proj"])
+    with pytest.raises(ValueError, match="`model.reference` cannot be combined with `model.peft`"):
+        PreferenceModule(str(tiny_checkpoint), peft=lora, reference=str(tiny_checkpoint))
+    with pytest.raises(ValueError, match="either `model.peft` .* or `model.sft_adapter`"):
+        PreferenceModule(str(tiny_checkpoint), peft=lora, sft_adapter=str(tiny_checkpoint))

@@ -29,6 +29,7 @@ from lightpref.data.tokenize import encode_prompt
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.forward import completion_logprobs
 from lightpref.io import eval_mode
+from lightpref.pretrained import pad_id
 
 # Values that make transformers' sampler draw from the (tempered, nucleus-cut) model distribution and nothing else,
 # overriding whatever a checkpoint's generation_config.json sets.
@@ -169,7 +170,7 @@ def sample_completions(
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so generation cannot stop; set `tokenizer.eos_token`")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_id(tokenizer)
     repeated = [prompt for prompt in prompts for _ in range(num_samples)]
     encoded = prompt_token_ids(repeated, tokenizer, settings.chat_template)
     greedy = settings.temperature == 0
@@ -232,7 +233,7 @@ def evaluate_policy(
     rewards = reward(samples.prompts, samples.texts).float().reshape(-1).cpu()
     if rewards.shape[0] != len(samples.texts):
         raise ValueError(f"{reward!r} returned {rewards.shape[0]} rewards for {len(samples.texts)} completions")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_id(tokenizer)
     kl = None
     scope = nullcontext(reference) if reference is None or isinstance(reference, nn.Module) else reference
     with scope as reference_model:
