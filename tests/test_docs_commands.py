@@ -157,11 +157,14 @@ def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snipp
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"the snippet needs {module!r}, which is not installed here")
     monkeypatch.chdir(tmp_path)
-    for name in set(re.findall(r"\bdata/[\w./-]+", snippet)):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "lightpref" / "examples" / "preferences.jsonl", tmp_path / name)
+    for name in set(re.findall(r"\bdata/[\w./*-]+", snippet)):
+        path = tmp_path / name.replace("*", "example")  # a pattern stands for the one file that matches it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "lightpref" / "examples" / "preferences.jsonl", path)
     quickstart = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
     quickstart["data"]["train_files"] = str(REPO / quickstart["data"]["train_files"])
+    if set(yaml.safe_load(snippet).get("data") or {}) & {"train_files", "hub_dataset", "records", "sources"}:
+        del quickstart["data"]["train_files"]  # the snippet gives the training source instead
     (tmp_path / "quickstart.yaml").write_text(yaml.safe_dump(quickstart))
     (tmp_path / "snippet.yaml").write_text(snippet)
     cli = build_cli(["fit", "--config", "quickstart.yaml", "--config", "snippet.yaml",
