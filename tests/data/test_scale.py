@@ -72,6 +72,14 @@ def recording_worker(chunk):
 TOKENIZE_IN_WORKER = pipeline._tokenize_in_worker
 
 
+def test_a_non_utf8_training_file_stops_prepare_data_naming_the_line(tokenizer, tmp_path: Path):
+    path = tmp_path / "train.jsonl"
+    valid = write_jsonl(tmp_path / "valid.jsonl", explicit(3)).read_bytes()
+    path.write_bytes(valid.replace(b"answer is 1", b"r\xe9ponse"))  # Latin-1 bytes in the second line
+    with pytest.raises(ValueError, match=rf"^{path}, line 2: not UTF-8 text"):
+        make(tokenizer, tmp_path, train_files=str(path)).prepare_data()
+
+
 def test_two_processes_write_a_cache_byte_identical_to_one(tokenizer, tmp_path: Path, monkeypatch):
     """50 pairs in chunks of 7 (so 8 chunks and a pool of workers), some dropped by truncation mid-chunk."""
     monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 7)
