@@ -25,7 +25,7 @@ import yaml
 
 from lightpref.cli import main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not hasattr(os, "fork"), reason="the killed runs are forked")]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
