@@ -5,6 +5,7 @@
 - ``lightpref losses`` lists every loss registered in the ``lightpref.losses`` entry-point group.
 - ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
 - ``lightpref build-dataset --output FILE.jsonl [...]`` samples, scores and pairs completions into preference data.
+- ``lightpref iterate --config FILE.yaml [--ckpt_path last]`` runs on-policy rounds (see docs/iterate.md).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ OWN_COMMANDS = {
     "losses": "list the registered losses: name, distribution, reference needed, summary",
     "export": "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging Face model directory",
     "build-dataset": "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data",
+    "iterate": "--config FILE.yaml [--ckpt_path last]: on-policy rounds (sample, score, pair, train), resumable",
 }
 
 
@@ -65,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lightpref.evaluation.build_dataset import main as build_dataset_main
 
         return build_dataset_main(args[1:])
+    if args and args[0] == "iterate":
+        from lightpref.iterate.workflow import main as iterate_main
+
+        return iterate_main(args[1:])
     if not args or args[0] in ("-h", "--help"):
         print("lightpref: preference optimisation on PyTorch Lightning\n")
         for command, text in OWN_COMMANDS.items():
