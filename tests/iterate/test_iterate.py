@@ -114,3 +114,28 @@ def test_paper_losses_run_rounds(iterate_config, tiny_checkpoint, loss):
     initial = load_file(tiny_checkpoint / "model.safetensors")
     final = load_file(out / "round_2" / "policy" / "model.safetensors")
     assert any(not torch.equal(initial[key], final[key]) for key in initial)
+
+
+def test_ranks_share_the_chunks_and_write_what_one_process_writes(tiny_checkpoint, tmp_path, monkeypatch):
+    """Under DDP rank r of W samples chunks r, r + W, …; the files equal a single process's, whatever W."""
+    from lightpref.evaluation import CompletionLength
+    from lightpref.iterate.stages import chunks_of, sample_and_score
+
+    tokenizer = load_tokenizer(str(tiny_checkpoint))
+    model = load_model(str(tiny_checkpoint))
+    chunks = chunks_of(["a b", "c d", "e f", "g h", "i j"], 2)  # 3 chunks
+    settings = SamplingSettings(max_new_tokens=6, batch_size=4, seed=5)
+
+    def run(directory, rank, world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        return sample_and_score(lambda: model, tokenizer, chunks, CompletionLength(), settings, 2, directory, "r1")
+
+    assert run(tmp_path / "one", 0, 1) == 3
+    assert run(tmp_path / "two", 1, 2) == 1  # chunk 1 only
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["chunk_00001.samples.json",
+                                                                      "chunk_00001.scores.json"]
+    assert run(tmp_path / "two", 0, 2) == 2  # chunks 0 and 2
+    for path in (tmp_path / "one").iterdir():
+        assert path.read_text() == (tmp_path / "two" / path.name).read_text()
+    assert run(tmp_path / "one", 0, 1) == 0  # all done: nothing sampled again
