@@ -113,6 +113,8 @@ def sample_and_score(
             atomic_write_text(scores_path, json.dumps({"rewards": rewards.tolist()}))
             fault_point(f"{fault_prefix}:scored:{chunk}")
     del policy
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the sampling copy's memory goes back before training starts
     return sampled
 
 

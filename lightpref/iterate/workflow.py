@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -121,6 +122,10 @@ class IterativeRun:
             raise ValueError("with `model.peft`/`model.sft_adapter` the reference is the adapter-free base, which from "
                              "round 2 on is the previous round's policy: set `iterate.update_reference: true`")
         self.rank = rank_and_world()[0]
+        accelerator = str(getattr(config.trainer, "accelerator", "auto"))
+        on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+        # sampling and held-out evaluation run on this process's GPU, outside the Trainer
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
         self._initial_model: nn.Module | None = None
 
     # --- models ---------------------------------------------------------------------------------------------------
@@ -132,7 +137,7 @@ class IterativeRun:
     def load(self, source: tuple[str, str | None]) -> nn.Module:
         model = self.config.model
         return load_model(source[0], gguf_file=source[1], dtype=model.dtype, trust_remote_code=model.trust_remote_code,
-                          attn_implementation=model.attn_implementation)
+                          attn_implementation=model.attn_implementation).to(self.device)
 
     def initial_model(self) -> nn.Module:
         if self._initial_model is None:
