@@ -179,6 +179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairing", choices=["best_worst", "all"], default="best_worst")
     parser.add_argument("--min-gap", type=float, default=0.0, help="least reward difference of a pair")
     parser.add_argument("--reward", default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
+    parser.add_argument("--reward-args", default="{}", help="the reward's arguments as a JSON object, e.g. "
+                        "--reward lightpref.evaluation.SequenceClassifierReward --reward-args '{\"model\": \"DIR\"}'")
     parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                         help="render prompts with the chat template and write conversational records (default: "
                         "on for instruction prompts when the tokenizer has a template)")
@@ -196,7 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)
-    reward = load_reward(args.reward)
+    try:
+        reward_args = json.loads(args.reward_args)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reward-args must be a JSON object, e.g. '{{\"model\": \"DIR\"}}': {error}") from None
+    if not isinstance(reward_args, dict):
+        raise ValueError(f"--reward-args must be a JSON object, got {args.reward_args!r}")
+    reward = load_reward(args.reward, **reward_args)
     tokenizer = load_tokenizer(args.model, gguf_file)
     if args.prompts is not None:
         prompts = read_prompts(args.prompts)[: args.num_prompts]
