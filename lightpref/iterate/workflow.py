@@ -284,6 +284,25 @@ def check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
         atomic_write_text(saved, json.dumps(json.loads(json.dumps(settings, default=repr)), indent=1, sort_keys=True))
 
 
+def check_launch(trainer: Namespace) -> None:
+    """Several devices need ``torchrun``: Lightning's own launcher would restart the whole workflow in every process
+    at the first ``fit``, after rank 0 had sampled alone."""
+    if "RANK" in os.environ:  # torchrun (or SLURM through it) started every process
+        return
+    devices, accelerator = getattr(trainer, "devices", "auto"), str(getattr(trainer, "accelerator", "auto"))
+    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if devices in ("auto", -1, "-1"):
+        count = max(gpus, 1)
+    elif isinstance(devices, (list, tuple)):
+        count = len(devices)
+    else:
+        count = int(str(devices).rstrip(","))
+    if count * int(getattr(trainer, "num_nodes", 1) or 1) > 1:
+        raise ValueError(f"`trainer.devices` gives {count} devices: start `lightpref iterate` with torchrun, one "
+                         "process per device (`torchrun --nproc_per_node N -m lightpref iterate --config …`), so "
+                         "that every process samples its share of the prompts; or set `--trainer.devices 1`")
+
+
 def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
     """Parse ``argv`` (as the command line) and run, or continue, the rounds; returns each round's metrics."""
     parser = build_parser()
@@ -294,6 +313,7 @@ def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
         if "fsdp" in str(getattr(config.trainer, key, "")).lower():
             raise ValueError("lightpref iterate supports single-device and DDP training; `trainer.strategy` "
                              f"{getattr(config.trainer, key)!r} shards the policy, which it cannot yet save per round")
+    check_launch(config.trainer)
     out = Path(config.iterate.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rank_and_world()[0] == 0:

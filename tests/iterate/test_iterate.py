@@ -139,3 +139,10 @@ def test_ranks_share_the_chunks_and_write_what_one_process_writes(tiny_checkpoin
     for path in (tmp_path / "one").iterdir():
         assert path.read_text() == (tmp_path / "two" / path.name).read_text()
     assert run(tmp_path / "one", 0, 1) == 0  # all done: nothing sampled again
+
+
+def test_several_devices_need_torchrun(iterate_config, monkeypatch):
+    config, _ = iterate_config()
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ValueError, match="torchrun --nproc_per_node"):
+        run_iterate(["--config", str(config), "--trainer.devices", "2"])
