@@ -22,6 +22,7 @@ would write itself).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import shutil
@@ -48,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-new-tokens", type=int, default=24)
     add("--lr", type=float, default=5e-5)
     add("--threads", type=int, default=None)
+    add("--summary-only", action="store_true", help="only print the table of <out>/results.jsonl")
     return parser.parse_args(argv)
 
 
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
+    if args.summary_only:
+        summarise(results)
+        return 0
     done = {(r["loss"], r["seed"], r["method"]) for r in map(json.loads, results.read_text().splitlines())} \
         if results.is_file() else set()
     for seed in map(int, args.seeds.split(",")):
@@ -106,30 +111,54 @@ def main(argv: list[str] | None = None) -> int:
                           "cpu_s": round(time.process_time() - start[1], 1), "settings": vars(args)}
                 with results.open("a") as file:
                     file.write(json.dumps(record) + "\n")
+                gc.collect()  # the finished run's models (cycles through Lightning objects) before the next one
                 print(f"{loss} seed {seed} {method}: reward {mean:.3f} ± {stderr:.3f}, KL {final['heldout/kl']:.2f} "
                       f"({record['wall_s']} s wall, {record['cpu_s']} s CPU)", flush=True)
     summarise(results)
     return 0
 
 
+def mean_and_stderr(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ± {math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)):.3f}"
+
+
 def summarise(results: Path) -> None:
-    """Per loss and method: mean over seeds of the final held-out reward and KL, with the standard error over seeds."""
+    """Per loss and method, over the seeds where both methods finished: mean ± standard error over seeds of the
+    final held-out reward and KL, and of the per-seed difference iterative − offline."""
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    print("| loss | method | seeds | reward (mean ± s.e. over seeds) | KL(π‖π_init) (mean ± s.e.) |")
-    print("|---|---|---|---|---|")
+    runs = {(row["loss"], row["seed"], row["method"]): row for row in rows}
+    print("| loss | method | seeds | reward | KL(π‖π_init) | reward after round 1 (KL) |")
+    print("|---|---|---|---|---|---|")
     for loss in dict.fromkeys(row["loss"] for row in rows):
+        seeds = sorted(seed for (name, seed, method) in runs if name == loss and method == "offline"
+                       and (loss, seed, "iterative") in runs)
+        if not seeds:
+            continue
         for method in ("offline", "iterative"):
-            group = [row for row in rows if row["loss"] == loss and row["method"] == method]
-            if not group:
-                continue
-            cells = []
-            for key in ("reward", "kl"):
-                values = [row[key] for row in group]
-                mean = sum(values) / len(values)
-                spread = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) \
-                    if len(values) > 1 else float("nan")
-                cells.append(f"{mean:.3f} ± {spread:.3f}")
-            print(f"| {loss} | {method} | {len(group)} | {cells[0]} | {cells[1]} |")
+            group = [runs[(loss, seed, method)] for seed in seeds]
+            middle = ""
+            if method == "iterative":
+                middle = (f"{mean_and_stderr([g['history'][1]['heldout/reward'] for g in group])} "
+                          f"({mean_and_stderr([g['history'][1]['heldout/kl'] for g in group])})")
+            print(f"| {loss} | {method} | {','.join(map(str, seeds))} | "
+                  f"{mean_and_stderr([g['reward'] for g in group])} | {mean_and_stderr([g['kl'] for g in group])} | "
+                  f"{middle} |")
+        differences = [runs[(loss, seed, "iterative")]["reward"] - runs[(loss, seed, "offline")]["reward"]
+                       for seed in seeds]
+        kl_differences = [runs[(loss, seed, "iterative")]["kl"] - runs[(loss, seed, "offline")]["kl"]
+                          for seed in seeds]
+        print(f"| {loss} | iterative − offline (paired by seed) | {','.join(map(str, seeds))} | "
+              f"{mean_and_stderr(differences)} | {mean_and_stderr(kl_differences)} | |")
+    print()
+    print("| loss | seed | method | reward ± s.e. over 32 prompts | KL | pairs per round | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        pairs = ", ".join(f"{h['pairs/count']:.0f}" for h in row["history"][1:])
+        print(f"| {row['loss']} | {row['seed']} | {row['method']} | {row['reward']:.3f} ± {row['reward_stderr']:.3f} | "
+              f"{row['kl']:.2f} | {pairs} | {row['wall_s']:.0f} | {row['cpu_s']:.0f} |")
 
 
 if __name__ == "__main__":
