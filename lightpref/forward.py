@@ -9,6 +9,7 @@ the tokens in multi-turn data) cost no vocabulary projection at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,15 +75,31 @@ def completion_logprobs(
     completion_mask = completion_mask.bool()
     target_mask = completion_mask[:, 1:]  # (N, T-1): position t-1 predicts token t
     targets = input_ids[:, 1:][target_mask]  # (M,)
-    if chunk_size is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (N, T-1, V)
-        logps, logits_sums, collision = _chunk_logps(nn.Identity(), logits[target_mask], targets, None, with_collision)
-    else:
-        decoder, head, softcap = _output_head(model)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, H)
-        rows = hidden[:, :-1][target_mask]  # (M, H)
-        logps, logits_sums, collision = head_logprobs(head, rows, targets, softcap, chunk_size, with_collision)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    logps, logits_sums, collision = target_logprobs(
+        model, inputs, lambda outputs: outputs[:, :-1][target_mask], targets, chunk_size, with_collision
+    )
     return scatter_completion(completion_mask, logps, logits_sums, collision)
+
+
+def target_logprobs(
+    model: PreTrainedModel,
+    inputs: dict[str, Tensor | None],
+    select: Callable[[Tensor], Tensor],
+    targets: Tensor,
+    chunk_size: int | None,
+    with_collision: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Run ``model`` on ``inputs`` and return the log-probs of ``targets`` (M,) predicted at the positions that
+    ``select`` picks from a (R, L, ·) output as (M, ·): from the decoder's hidden states, projected ``chunk_size``
+    rows at a time, or (``chunk_size`` ``None``) from the model's own full logits. Returns what
+    :func:`head_logprobs` returns."""
+    if chunk_size is None:
+        logits = model(**inputs, use_cache=False).logits  # (R, L, V)
+        return _chunk_logps(nn.Identity(), select(logits), targets, None, with_collision)
+    decoder, head, softcap = _output_head(model)
+    hidden = decoder(**inputs, use_cache=False).last_hidden_state  # (R, L, H)
+    return head_logprobs(head, select(hidden), targets, softcap, chunk_size, with_collision)
 
 
 def head_logprobs(

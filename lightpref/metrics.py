@@ -8,6 +8,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightpref.batch import split_pairs
 from lightpref.forward import TokenLogProbs
 from lightpref.losses import LogProbs, LossOutput
 
@@ -17,9 +18,8 @@ def batch_metrics(output: LossOutput, policy_tokens: TokenLogProbs, vocab: int |
 
     ``logits/*`` is the mean raw logit over completion tokens and vocabulary (needs the vocabulary size).
     """
-    pairs = output.losses.shape[0]
-    sums = LogProbs.from_tokens(policy_tokens.logps[:pairs], policy_tokens.logps[pairs:],
-                                policy_tokens.mask[:pairs], policy_tokens.mask[pairs:])
+    (chosen, rejected), (chosen_mask, rejected_mask) = split_pairs(policy_tokens.logps), split_pairs(policy_tokens.mask)
+    sums = LogProbs.from_tokens(chosen, rejected, chosen_mask, rejected_mask)
     metrics = {
         "loss": output.losses.detach(),
         "rewards/chosen": output.chosen_rewards,
@@ -31,9 +31,10 @@ def batch_metrics(output: LossOutput, policy_tokens: TokenLogProbs, vocab: int |
         **{name: value.detach() for name, value in output.metrics.items()},
     }
     if vocab:
-        for name, rows, tokens in (("chosen", slice(None, pairs), sums.chosen_lengths),
-                                   ("rejected", slice(pairs, None), sums.rejected_lengths)):
-            metrics[f"logits/{name}"] = policy_tokens.logits_sum[rows].sum() / (tokens.sum() * vocab).clamp(min=1)
+        chosen_logits, rejected_logits = split_pairs(policy_tokens.logits_sum)
+        for name, logits, tokens in (("chosen", chosen_logits, sums.chosen_lengths),
+                                     ("rejected", rejected_logits, sums.rejected_lengths)):
+            metrics[f"logits/{name}"] = logits.sum() / (tokens.sum() * vocab).clamp(min=1)
     return metrics
 
 

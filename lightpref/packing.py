@@ -26,17 +26,11 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import PreTrainedModel
 
-from lightpref.forward import (
-    TokenLogProbs,
-    _chunk_logps,
-    _output_head,
-    completion_logprobs,
-    head_logprobs,
-    scatter_completion,
-)
+from lightpref.batch import Sequences, split_pairs
+from lightpref.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
 
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")  # take a custom 4D mask (a BlockMask for flex)
 PACKING_ONLY = ("flash_attention_2", "flash_attention_3")  # pack from position_ids, no custom mask
@@ -86,8 +80,9 @@ def pack_batch(
     if shared_prompt:
         pairs = rows // 2
         first = torch.where(completion_mask.any(1), completion_mask.int().argmax(1), attended.sum(1))  # (2B,)
-        same = (input_ids[:pairs] == input_ids[pairs:]) & attended[:pairs] & attended[pairs:]  # (B, T)
-        shared = torch.minimum(torch.minimum(first[:pairs], first[pairs:]), same.int().cumprod(1).sum(1))  # (B,)
+        (chosen_ids, rejected_ids), (chosen_attended, rejected_attended) = split_pairs(input_ids), split_pairs(attended)
+        same = (chosen_ids == rejected_ids) & chosen_attended & rejected_attended  # (B, T)
+        shared = torch.minimum(torch.minimum(*split_pairs(first)), same.int().cumprod(1).sum(1))  # (B,)
         start = torch.cat([torch.zeros_like(shared), shared])  # (2B,) each row's first token of its own
         segment = torch.arange(rows, device=device) % pairs  # (2B,)
         order = torch.stack([torch.arange(pairs), torch.arange(pairs) + pairs], 1).flatten().to(device)  # (2B,)
@@ -120,7 +115,8 @@ def pack_batch(
 
     source = torch.where(own, flat_index, -1)  # (2B, T)
     if shared_prompt:  # a rejected row's prompt tokens are the chosen row's
-        source[pairs:] = torch.where(is_prompt[pairs:], source[:pairs], source[pairs:])
+        chosen_source, rejected_source = split_pairs(source)
+        rejected_source.copy_(torch.where(split_pairs(is_prompt)[1], chosen_source, rejected_source))
     return PackedBatch(
         input_ids=place(input_ids, 0),
         position_ids=place(positions.expand(rows, width), 0),
@@ -269,13 +265,32 @@ def packed_completion_logprobs(
     target_mask = completion_mask[:, 1:]  # (2B, T-1): position t-1 predicts token t
     targets = input_ids[:, 1:][target_mask]  # (M,)
     predictors = packed.source[:, :-1][target_mask]  # (M,) packed index of each target's previous token
-    if chunk_size is None:
-        logits = model(**inputs, use_cache=False).logits  # (R, L, V)
-        rows = logits.flatten(0, 1)[predictors]  # (M, V)
-        logps, logits_sums, collision = _chunk_logps(nn.Identity(), rows, targets, None, with_collision)
-    else:
-        decoder, head, softcap = _output_head(model)
-        hidden = decoder(**inputs, use_cache=False).last_hidden_state  # (R, L, H)
-        rows = hidden.flatten(0, 1)[predictors]  # (M, H)
-        logps, logits_sums, collision = head_logprobs(head, rows, targets, softcap, chunk_size, with_collision)
+    logps, logits_sums, collision = target_logprobs(
+        model, inputs, lambda outputs: outputs.flatten(0, 1)[predictors], targets, chunk_size, with_collision
+    )
     return scatter_completion(completion_mask, logps, logits_sums, collision)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The training forward, as one small public object: per-token log-probs of a batch's completions under a model.
+
+    Training, validation and the precomputed reference cache all score through the same :class:`Scorer`, so cached
+    reference log-probs are exactly those the training forward would compute.
+
+    Args:
+        chunk_size: completion positions projected to the vocabulary at a time (``None``: the model's own forward).
+        pack: pack the sequences into rows without padding.
+        shared_prompt: compute each pair's prompt once (needs pair rows: chosen rows, then rejected rows).
+    """
+
+    chunk_size: int | None = 1024
+    pack: bool = True
+    shared_prompt: bool = True
+
+    def __call__(self, model: PreTrainedModel, sequences: Sequences, with_collision: bool = False) -> TokenLogProbs:
+        """(N, T) per-token log-probs of ``sequences``' completion tokens under ``model``."""
+        return packed_completion_logprobs(
+            model, sequences.input_ids, sequences.attention_mask, sequences.completion_mask,
+            chunk_size=self.chunk_size, with_collision=with_collision, pack=self.pack, shared_prompt=self.shared_prompt,
+        )

@@ -1,7 +1,12 @@
 """Learning-rate schedules: linear warm-up, then cosine or linear decay, stepped once per optimiser step.
 
-``total_steps`` may be left out: :class:`~lightpref.module.PreferenceModule` fills it from the trainer's estimate
-of the run's optimiser steps before the first step.
+``total_steps`` may be left out: :class:`~lightpref.module.PreferenceModule` fills it from the trainer's estimate of
+the run's optimiser steps before the first step (:meth:`WarmupDecay.set_total_steps`), and the first step's learning
+rate is computed again then, so a fractional warm-up starts at 0 like any other.
+
+transformers' ``get_cosine_schedule_with_warmup`` and torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` compute
+the same curves but need the step count when they are built, which a config cannot give before the trainer exists;
+these classes are a ``LambdaLR`` whose step count can come later.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-class _WarmupDecay(LambdaLR):
+class WarmupDecay(LambdaLR):
+    """Linear warm-up from 0, then :meth:`_decay` of the progress to ``min_lr_ratio`` (subclasses pick the curve)."""
+
     def __init__(self, optimizer: Optimizer, warmup_steps: int | float = 0.1, total_steps: int | None = None,
                  min_lr_ratio: float = 0.0) -> None:
         if warmup_steps < 0 or (isinstance(warmup_steps, float) and warmup_steps >= 1):
@@ -26,12 +33,21 @@ class _WarmupDecay(LambdaLR):
         self.min_lr_ratio = min_lr_ratio
         super().__init__(optimizer, self._factor)
 
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fill in the run's length and recompute the current learning rate with it (at step 0 before training)."""
+        self.total_steps = total_steps
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base_lr * self._factor(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
     def _warmup(self) -> float:
         if isinstance(self.warmup_steps, float):
             return self.warmup_steps * (self.total_steps or 0)
         return float(self.warmup_steps)
 
     def _factor(self, step: int) -> float:
+        if step == 0 and self.warmup_steps > 0:
+            return 0.0  # any warm-up starts at 0, even a fractional one whose length is not known yet
         warmup = self._warmup()
         if step < warmup:
             return step / warmup
@@ -44,7 +60,7 @@ class _WarmupDecay(LambdaLR):
         raise NotImplementedError
 
 
-class WarmupCosineLR(_WarmupDecay):
+class WarmupCosineLR(WarmupDecay):
     """Linear warm-up from 0, then cosine decay to ``min_lr_ratio`` × the base learning rate.
 
     Args:
@@ -57,7 +73,7 @@ class WarmupCosineLR(_WarmupDecay):
         return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class WarmupLinearLR(_WarmupDecay):
+class WarmupLinearLR(WarmupDecay):
     """Linear warm-up from 0, then linear decay to ``min_lr_ratio`` × the base learning rate (same Args)."""
 
     def _decay(self, progress: float) -> float:

@@ -48,7 +48,7 @@ def test_fit_from_config_and_rerun_from_saved_config(tiny_checkpoint, pairs_file
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path / "first")
     first = build_cli(["fit", "--config", str(config)])
     original = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
-    policy, reference = first.model.policy.state_dict(), first.model.reference.state_dict()
+    policy, reference = first.model.policy.state_dict(), first.model.reference.model.state_dict()
     assert any(not torch.equal(policy[key], value) for key, value in original.items()), "the policy did not train"
     assert all(torch.equal(reference[key], value) for key, value in original.items()), "the reference changed"
     saved = Path(first.trainer.log_dir) / "config.yaml"
@@ -89,12 +89,45 @@ def test_print_config(tiny_checkpoint, pairs_file, tmp_path):
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses(config):
-    """Each config instantiates (models are built later, in configure_model) and says how to run it."""
+    """Each config instantiates (models are built later, in configure_model), says how to run it, and the objects
+    built carry what it sets: model source, loss class and arguments, learning rate, schedule, strategy, trainer
+    and data values."""
+    from lightpref.losses import build
+
     assert config.read_text().startswith("# Run: lightpref ")
     if config.read_text().startswith("# Run: lightpref iterate"):
         pytest.skip("an iterate config: parsed by tests/iterate/test_iterate.py")
+    settings = yaml.safe_load(config.read_text())
     cli = build_cli(["fit", "--config", str(config)], run=False)
-    assert cli.model.loss is not None and cli.datamodule is not None
+    model, trainer, data = settings["model"], settings.get("trainer", {}), settings.get("data", {})
+    assert cli.model.source.name == model["pretrained"] and cli.model.source.gguf_file == model.get("gguf_file")
+    loss = model.get("loss", "dpo")
+    if isinstance(loss, str):
+        assert type(cli.model.loss) is type(build(loss))
+    else:
+        assert type(cli.model.loss).__name__ == loss["class_path"].rsplit(".", 1)[-1]
+        for name, value in loss.get("init_args", {}).items():
+            assert getattr(cli.model.loss, name) == value, name
+    if "optimizer" in model:
+        optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+        assert type(optimizer).__name__ == model["optimizer"]["class_path"].rsplit(".", 1)[-1]
+        assert optimizer.param_groups[0]["lr"] == model["optimizer"]["init_args"]["lr"]
+        if "lr_scheduler" in model:
+            scheduler = cli.model.scheduler_factory(optimizer)
+            assert type(scheduler).__name__ == model["lr_scheduler"]["class_path"].rsplit(".", 1)[-1]
+            for name, value in model["lr_scheduler"].get("init_args", {}).items():
+                assert getattr(scheduler, name) == value, name
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, dict):
+        assert type(cli.trainer.strategy).__name__ == strategy["class_path"].rsplit(".", 1)[-1]
+    elif strategy is not None:
+        assert type(cli.trainer.strategy).__name__.lower().startswith(strategy)
+    for name in ("max_steps", "max_epochs", "accumulate_grad_batches", "log_every_n_steps", "val_check_interval"):
+        if name in trainer:
+            assert getattr(cli.trainer, name) == trainer[name], name
+    for name in ("batch_size", "max_length", "max_prompt_length", "val_fraction", "seed"):
+        if name in data:
+            assert getattr(cli.datamodule, name) == data[name], name
 
 
 def test_losses_lists_builtins():

@@ -40,4 +40,4 @@ def test_fit(name, tiny_checkpoint, pairs_file, tmp_path):
     original = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).state_dict()
     trained = cli.model.policy.state_dict()
     assert any(not torch.equal(trained[key], original[key]) for key in original), f"{name} did not train"
-    assert (cli.model.reference is None) == (not cli.model.loss.requires_reference)
+    assert (cli.model.reference.model is None) == (not cli.model.loss.requires_reference)

@@ -1,5 +1,8 @@
 """One model in memory: LoRA with the base as reference, precomputed reference log-probs, TR-DPO, export."""
 
+import logging
+import math
+import os
 from pathlib import Path
 
 import pytest
@@ -9,10 +12,12 @@ from lightning.pytorch import Callback, Trainer
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM
 
+from lightpref.batch import PairBatch
 from lightpref.callbacks import ReferenceUpdate
 from lightpref.data import PreferenceDataModule
 from lightpref.export import export_checkpoint
 from lightpref.module import PreferenceModule
+from lightpref.reference import FrozenCopy
 from lightpref.testing import save_tiny_checkpoint
 
 
@@ -46,7 +51,7 @@ def lora(**kwargs):
 def test_lora_trains_only_the_adapter_and_its_base_is_the_reference(tiny_checkpoint, pairs_file, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
     module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path, peft=lora())
-    assert module.reference is None  # one copy of the weights
+    assert module.reference.model is None  # one copy of the weights
     trained = dict(module.policy.named_parameters())
     adapters = {name for name in trained if "lora_" in name}
     assert adapters and all(trained[name].requires_grad for name in adapters)
@@ -60,7 +65,7 @@ def test_lora_trains_only_the_adapter_and_its_base_is_the_reference(tiny_checkpo
     input_ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 10, 11, 12]])  # one pair: prompt [5, 6], two completions
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
              "completion_mask": torch.tensor([[False, False, True, True, True]] * 2)}
-    reference = module._reference_tokens(batch, "train", None)
+    reference = module.reference.token_logprobs(PairBatch.of(batch))
     expected = torch.log_softmax(base(input_ids).logits[:, 1:4], -1).gather(-1, input_ids[:, 2:, None]).squeeze(-1)
     torch.testing.assert_close(reference.logps[:, 2:], expected, rtol=1e-5, atol=1e-5)
 
@@ -82,13 +87,13 @@ def test_sft_adapter_is_the_frozen_reference_and_the_start_of_the_policy(tiny_ch
 def test_precomputed_reference_matches_and_skips_the_reference(tiny_checkpoint, pairs_file, tmp_path, monkeypatch):
     _, _, plain = fit(tiny_checkpoint, pairs_file, tmp_path / "plain")
     module, _, cached = fit(tiny_checkpoint, pairs_file, tmp_path / "first", precompute_reference=True)
-    assert module.reference is None and module.reference_cache is not None
+    assert module.reference.model is None and module.reference.cache is not None
     torch.testing.assert_close(torch.tensor(cached), torch.tensor(plain), rtol=1e-5, atol=1e-6)
 
-    def refuse(self, from_source=False):
+    def refuse(self, *args, **kwargs):
         raise AssertionError("the reference was constructed although its log-probs are cached")
 
-    monkeypatch.setattr(PreferenceModule, "_build_reference", refuse)
+    monkeypatch.setattr(FrozenCopy, "setup", refuse)
     _, _, again = fit(tiny_checkpoint, pairs_file, tmp_path / "second", precompute_reference=True)
     torch.testing.assert_close(torch.tensor(again), torch.tensor(plain), rtol=1e-5, atol=1e-6)
 
@@ -97,18 +102,18 @@ def test_reference_cache_is_rebuilt_when_data_or_model_changes_or_breaks(tiny_ch
     model_dir = save_tiny_checkpoint(tmp_path / "model")
     data_file = write_pairs(tmp_path / "pairs.jsonl", count=16)
     first, _, _ = fit(model_dir, data_file, tmp_path / "a", steps=1, precompute_reference=True)
-    key = first.reference_cache.key
+    key = first.reference.cache.key
     write_pairs(data_file, count=20)
     changed_data, _, _ = fit(model_dir, data_file, tmp_path / "b", steps=1, precompute_reference=True)
-    assert changed_data.reference_cache.key != key
+    assert changed_data.reference.cache.key != key
     save_tiny_checkpoint(model_dir, seed=1)  # new weights
     changed_model, _, _ = fit(model_dir, data_file, tmp_path / "c", steps=1, precompute_reference=True)
-    assert changed_model.reference_cache.key not in (key, changed_data.reference_cache.key)
-    stored = changed_model.reference_cache.directory / "train.pt"
+    assert changed_model.reference.cache.key not in (key, changed_data.reference.cache.key)
+    stored = changed_model.reference.cache.directory / "train.pt"
     stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])  # truncated by a crash
     with pytest.warns(UserWarning, match="unusable"):
         rebuilt, _, _ = fit(model_dir, data_file, tmp_path / "d", steps=1, precompute_reference=True)
-    assert rebuilt.reference_cache.key == changed_model.reference_cache.key and stored.stat().st_size > 0
+    assert rebuilt.reference.cache.key == changed_model.reference.cache.key and stored.stat().st_size > 0
 
 
 @pytest.mark.parametrize("adapter", [False, True], ids=["full", "lora"])
@@ -134,12 +139,12 @@ def test_tr_dpo_soft_update(tiny_checkpoint, pairs_file, tmp_path):
 
     class Snapshot(ReferenceUpdate):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            before = {n: p.detach().clone() for n, p in pl_module.reference.named_parameters()}
+            before = {n: p.detach().clone() for n, p in pl_module.reference.model.named_parameters()}
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             if trainer.global_step == 2:
                 seen["before"] = before
                 seen["policy"] = {n: p.detach().clone() for n, p in pl_module.policy.named_parameters()}
-                seen["after"] = {n: p.detach().clone() for n, p in pl_module.reference.named_parameters()}
+                seen["after"] = {n: p.detach().clone() for n, p in pl_module.reference.model.named_parameters()}
 
     fit(tiny_checkpoint, pairs_file, tmp_path, steps=3, callbacks=[Snapshot(every_n_steps=2, alpha=0.5)])
     for name, after in seen["after"].items():
@@ -197,3 +202,22 @@ def test_compiled_decoder_gives_the_same_loss_and_gradients(tiny_checkpoint):
     plain_grads = {name: p.grad for name, p in plain.policy.named_parameters()}
     for name, parameter in compiled.policy.named_parameters():
         torch.testing.assert_close(parameter.grad, plain_grads[name], rtol=1e-4, atol=1e-5)
+
+
+def test_reference_cache_follows_the_weights_not_their_size_and_mtime(tmp_path, caplog):
+    """Policy = reference gives DPO loss ln 2 at step 1. Weights rewritten in place with the same sizes and
+    modification times must not reuse the cache of the old weights (which gave 0.748 here); an unchanged run
+    reuses the cache and says so."""
+    model_dir = save_tiny_checkpoint(tmp_path / "model")
+    data_file = write_pairs(tmp_path / "pairs.jsonl", count=16)
+    fit(model_dir, data_file, tmp_path / "a", steps=1, precompute_reference=True)
+    stats = {path: path.stat() for path in model_dir.iterdir()}
+    save_tiny_checkpoint(model_dir, seed=1)
+    for path, stat in stats.items():
+        assert path.stat().st_size == stat.st_size
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _, _, losses = fit(model_dir, data_file, tmp_path / "b", steps=1, precompute_reference=True)
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-6)
+    with caplog.at_level(logging.INFO):
+        _, _, again = fit(model_dir, data_file, tmp_path / "c", steps=1, precompute_reference=True)
+    assert "reusing the reference log-probs cached in" in caplog.text and again == losses

@@ -9,6 +9,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 import lightpref.packing as packing
+from lightpref.batch import PairBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.sampling import ResumableSampler
@@ -29,7 +30,7 @@ def fresh_warnings():
     packing._warned.clear()
 
 
-def pairs_batch(lengths: list[tuple[int, int, int]], seed: int = 0) -> dict[str, torch.Tensor]:
+def pairs_batch(lengths: list[tuple[int, int, int]], seed: int = 0) -> PairBatch:
     """A collated batch of random pairs with (prompt, chosen, rejected) token counts ``lengths``."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -133,7 +134,7 @@ def test_prompt_is_shared_only_as_far_as_the_rows_agree():
 
 def test_left_padded_batch_falls_back_to_the_plain_forward_with_one_warning():
     model, batch = tiny_model(), pairs_batch(BATCHES["mixed"])
-    flipped = {key: value.flip(1) for key, value in batch.items()}  # left padding; the positions would differ
+    flipped = {key: batch[key].flip(1) for key in ("input_ids", "attention_mask", "completion_mask")}  # left padding
     args = (model, flipped["input_ids"], flipped["attention_mask"], flipped["completion_mask"])
     with pytest.warns(UserWarning, match="not right-padded.*plain forward"):
         result = packed_completion_logprobs(*args)
@@ -192,13 +193,21 @@ def test_flash_attention_packs_without_sharing_the_prompt(monkeypatch):
 
 
 def test_module_switches_route_to_the_same_result(tiny_checkpoint):
+    """`shared_prompt` and `packing` change what the decoder runs on (one packed row with each prompt once, or the
+    padded (2B, T) batch) and not the loss."""
     batch = pairs_batch(BATCHES["mixed"])
-    results = []
+    losses, decoder_inputs = [], []
     for shared, pack in [(True, True), (False, False)]:
         module = PreferenceModule(str(tiny_checkpoint), shared_prompt=shared, packing=pack)
         module.configure_model()
-        results.append(module._token_logprobs(module.policy, batch).logps)
-    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
+        hook = module.policy.get_decoder().register_forward_pre_hook(
+            lambda _, args, kwargs: decoder_inputs.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+        )
+        losses.append(module(batch)[1])
+        hook.remove()
+    unique_tokens = sum(p + c + r for p, c, r in BATCHES["mixed"])  # each prompt once, no padding
+    assert decoder_inputs == [(1, unique_tokens), tuple(batch.input_ids.shape)]
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
 
 
 # --- token-budget batches ----------------------------------------------------------------------------------------

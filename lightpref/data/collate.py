@@ -1,19 +1,13 @@
 """Collate tokenised pairs into the batch the module consumes, and store pairs as Arrow rows.
 
-The batch of B pairs (the module depends on exactly this layout)::
-
-    {
-        "input_ids":       LongTensor (2B, T)  rows 0..B-1 prompt + chosen, rows B..2B-1 prompt + rejected,
-                                               right-padded with the pad token
-        "attention_mask":  LongTensor (2B, T)  1 on real tokens
-        "completion_mask": BoolTensor (2B, T)  True exactly on completion tokens
-        "views": {name: {"input_ids", "attention_mask", "completion_mask"}}  # the same layout with each view's
-                                               # prompt; present only when the pairs have views
-    }
+A batch of B pairs is a :class:`lightpref.batch.PairBatch`: ``input_ids`` (2B, T) with rows 0..B-1 prompt + chosen
+and rows B..2B-1 prompt + rejected, right-padded with the pad token; ``attention_mask`` (2B, T), 1 on real tokens;
+``completion_mask`` (2B, T), True exactly on completion tokens; ``views``, the same layout with each prompt view's
+prompt (only when the pairs have views); ``index`` and ``split`` when the rows say where they come from.
 
 >>> pair = TokenizedPair(prompt_ids=[5, 6], chosen_ids=[7, 3], rejected_ids=[3])
 >>> batch = collate_pairs([pair], pad_token_id=0)
->>> batch["input_ids"].tolist(), batch["completion_mask"].long().tolist()
+>>> batch.input_ids.tolist(), batch.completion_mask.long().tolist()
 ([[5, 6, 7, 3], [5, 6, 3, 0]], [[0, 0, 1, 1], [0, 0, 1, 0]])
 """
 
@@ -23,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
+from lightpref.batch import PairBatch, Sequences
 from lightpref.data.tokenize import TokenizedPair
 
 VIEW_COLUMN = "view_prompt_ids/"
@@ -32,7 +26,7 @@ VIEW_COLUMN = "view_prompt_ids/"
 
 def collate_pairs(
     pairs: Sequence[TokenizedPair], pad_token_id: int, pad_to_multiple_of: int | None = None
-) -> dict[str, Any]:
+) -> PairBatch:
     """The batch of ``pairs`` (see the module docstring); T is the longest row, rounded up to ``pad_to_multiple_of``."""
     if not pairs:
         raise ValueError("cannot collate an empty list of pairs")
@@ -42,37 +36,46 @@ def collate_pairs(
             raise ValueError(
                 f"all pairs of a batch must have the same views, got {view_names} and {sorted(pair.view_prompt_ids)}"
             )
-    batch = pad_rows([pair.prompt_ids for pair in pairs], pairs, pad_token_id, pad_to_multiple_of)
-    if view_names:
-        batch["views"] = {
-            name: pad_rows([pair.view_prompt_ids[name] for pair in pairs], pairs, pad_token_id, pad_to_multiple_of)
-            for name in view_names
-        }
-    return batch
+    main = pair_sequences([pair.prompt_ids for pair in pairs], pairs, pad_token_id, pad_to_multiple_of)
+    views = {
+        name: pair_sequences([pair.view_prompt_ids[name] for pair in pairs], pairs, pad_token_id, pad_to_multiple_of)
+        for name in view_names
+    }
+    return PairBatch(main.input_ids, main.attention_mask, main.completion_mask, views)
 
 
-def pad_rows(
+def pair_sequences(
     prompts: Sequence[list[int]],
     pairs: Sequence[TokenizedPair],
     pad_token_id: int,
     pad_to_multiple_of: int | None = None,
-) -> dict[str, Tensor]:
-    """``input_ids``/``attention_mask``/``completion_mask`` of each prompt followed by its pair's chosen, then
-    each prompt followed by its pair's rejected completion, right-padded."""
-    rows = [(prompt, pair.chosen_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
-    rows += [(prompt, pair.rejected_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
+) -> Sequences:
+    """Each prompt followed by its pair's chosen completion, then each prompt followed by its pair's rejected one."""
+    chosen = [(prompt, pair.chosen_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
+    rejected = [(prompt, pair.rejected_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
+    return pad_rows(chosen + rejected, pad_token_id, pad_to_multiple_of)
+
+
+def pad_rows(
+    rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> Sequences:
+    """(prompt, completion) token rows as right-padded :class:`Sequences` with the mask of the completion tokens.
+
+    >>> pad_rows([([5, 6], [8, 3]), ([7], [3])], pad_token_id=0).input_ids.tolist()
+    [[5, 6, 8, 3], [7, 3, 0, 0]]
+    """
     length = max(len(prompt) + len(completion) for prompt, completion in rows)
     if pad_to_multiple_of:
         length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)  # (2B, T)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (2B, T)
-    completion_mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (2B, T)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)  # (N, T)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (N, T)
+    completion_mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (N, T)
     for row, (prompt, completion) in enumerate(rows):
         end = len(prompt) + len(completion)
-        input_ids[row, :end] = torch.tensor(prompt + completion, dtype=torch.long)
+        input_ids[row, :end] = torch.tensor(list(prompt) + list(completion), dtype=torch.long)
         attention_mask[row, :end] = 1
         completion_mask[row, len(prompt) : end] = True
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    return Sequences(input_ids, attention_mask, completion_mask)
 
 
 def pair_to_row(pair: TokenizedPair) -> dict[str, list[int]]:
@@ -97,14 +100,16 @@ def pair_from_row(row: dict[str, Any]) -> TokenizedPair:
 
 
 def collate_rows(
-    rows: Sequence[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None
-) -> dict[str, Any]:
+    rows: Sequence[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None,
+    split: str | None = None,
+) -> PairBatch:
     """:func:`collate_pairs` of stored rows: the DataLoader's ``collate_fn``.
 
-    Rows that carry their position in the split (``"index"``) give the batch an ``"index"`` (B,) tensor, by which
-    precomputed reference log-probs are looked up.
+    Rows that carry their position in the split (``"index"``) give the batch an ``index`` (B,) tensor, by which
+    precomputed reference log-probs are looked up, together with the batch's ``split``.
     """
     batch = collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
     if rows and "index" in rows[0]:
-        batch["index"] = torch.tensor([row["index"] for row in rows], dtype=torch.long)  # (B,)
+        batch.index = torch.tensor([row["index"] for row in rows], dtype=torch.long)  # (B,)
+    batch.split = split
     return batch

@@ -8,7 +8,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
@@ -222,7 +221,7 @@ class PreferenceDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise RuntimeError("call `setup()` before asking for the training DataLoader")
-        loader = self._loader(self.train_dataset, self.batch_size, False, None)
+        loader = self._loader(self.train_dataset, self.batch_size, "train")
         replicas = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
         if self.max_tokens_per_batch is not None:
             lengths = token_lengths(self.train_dataset)
@@ -233,7 +232,7 @@ class PreferenceDataModule(LightningDataModule):
         """The validation DataLoader, or ``[]`` (no validation) when there is no validation data."""
         if self.val_dataset is None or len(self.val_dataset) == 0:
             return []
-        return self._loader(self.val_dataset, self.val_batch_size, False, None)
+        return self._loader(self.val_dataset, self.val_batch_size, "val")
 
     def test_dataloader(self) -> DataLoader | list:
         """``lightpref test`` evaluates the validation pairs (give them with ``val_files`` or ``val_fraction``)."""
@@ -255,19 +254,14 @@ class PreferenceDataModule(LightningDataModule):
         dataset = _Indexed(self.split_dataset(split))
         if indices is not None:
             dataset = Subset(dataset, list(indices))
-        return self._loader(dataset, batch_size, False, None, indexed=False)
+        return self._loader(dataset, batch_size, split, indexed=False)
 
-    def _loader(
-        self, dataset: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None, indexed: bool = True
-    ) -> DataLoader:
-        collate = partial(
-            collate_rows, pad_token_id=self.load_tokenizer().pad_token_id, pad_to_multiple_of=self.pad_to_multiple_of
-        )
+    def _loader(self, dataset: Any, batch_size: int, split: str, indexed: bool = True) -> DataLoader:
+        collate = partial(collate_rows, pad_token_id=self.load_tokenizer().pad_token_id,
+                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         return DataLoader(
             _Indexed(dataset) if indexed else dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,

@@ -50,9 +50,10 @@ class GenerationEvaluation(Callback):
             :attr:`history`, not to ``callback_metrics``).
         max_new_tokens, temperature, top_p, batch_size, chat_template, seed: sampling, see
             :class:`~lightpref.evaluation.generation.SamplingSettings`.
-        missing_reference: what to do when the module has no reference model (reference-free losses): ``"load"``
-            loads one lazily from the module's ``pretrained``/``gguf_file`` (the initial policy, which is what
-            the KL is meant to be measured against); ``"skip"`` logs no ``eval/kl`` and warns once.
+        missing_reference: what to do when the module holds no reference model (reference-free losses, precomputed
+            reference log-probs): ``"load"`` loads one lazily from the reference's source (the initial policy, or
+            ``model.reference``, which is what the KL is meant to be measured against); ``"skip"`` logs no
+            ``eval/kl`` and warns once.
         num_logged_samples: rows in the sample table.
     """
 
@@ -168,7 +169,8 @@ class GenerationEvaluation(Callback):
         device = next(policy.parameters()).device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # loading draws numbers too
             tokenizer = self._get_tokenizer(trainer, pl_module)
-            chunk_size = getattr(pl_module, "logits_chunk_size", 1024)
+            scorer = getattr(pl_module, "scorer", None)
+            chunk_size = scorer.chunk_size if scorer is not None else 1024
             result = evaluate_policy(policy, self._reference(pl_module, policy), tokenizer, self.prompts,
                                      self.reward, self.settings, chunk_size)
         metrics = {"eval/reward": result.mean_reward, "eval/length": result.mean_length}
@@ -197,7 +199,7 @@ class GenerationEvaluation(Callback):
             if datamodule is not None and hasattr(datamodule, "load_tokenizer"):
                 self._tokenizer = datamodule.load_tokenizer()
             else:
-                self._tokenizer = pl_module.load_tokenizer()
+                self._tokenizer = pl_module.source.load_tokenizer()
         return self._tokenizer
 
     @contextmanager
@@ -205,7 +207,7 @@ class GenerationEvaluation(Callback):
         """The reference model while the samples are scored: the module's separate copy; a LoRA policy with its
         adapter switched off; or, when the module holds none (reference-free loss, precomputed reference
         log-probs), the reference loaded from its source (``missing_reference: load``) or nothing (``skip``)."""
-        with pl_module.reference_scope() as reference:
+        with pl_module.reference.scope() as reference:
             if reference is not None:
                 yield reference
                 return
@@ -217,8 +219,9 @@ class GenerationEvaluation(Callback):
             if self._loaded_reference is None:
                 rank_zero_info("GenerationEvaluation: loading the reference from its source for `eval/kl`")
                 device = next(policy.parameters()).device
-                self._loaded_reference = pl_module.load_reference().to(device)
+                self._loaded_reference = pl_module.reference.load_model().to(device)
             yield self._loaded_reference
+
 
 def sample_table(result: Evaluation, rows: int) -> str:
     """A markdown table of the first ``rows`` samples: prompt, completion, reward, and KL term when known."""

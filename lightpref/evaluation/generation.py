@@ -23,9 +23,13 @@ import torch
 from torch import Tensor, nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
+from lightpref.batch import Sequences
+from lightpref.data.collate import pad_rows
 from lightpref.data.tokenize import encode_prompt
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.forward import completion_logprobs
+from lightpref.io import eval_mode
+from lightpref.pretrained import pad_id
 
 # Values that make transformers' sampler draw from the (tempered, nucleus-cut) model distribution and nothing else,
 # overriding whatever a checkpoint's generation_config.json sets.
@@ -127,25 +131,14 @@ def left_pad(rows: Sequence[list[int]], pad_token_id: int) -> tuple[Tensor, Tens
     return input_ids, attention_mask
 
 
-def right_pack(
-    prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_token_id: int
-) -> dict[str, Tensor]:
+def right_pack(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_token_id: int) -> Sequences:
     """Prompt + completion rows, right-padded, with the mask of completion tokens (the training batch layout).
 
     >>> packed = right_pack([[5, 6], [7]], [[8, 3], [3]], pad_token_id=0)
-    >>> packed["input_ids"].tolist(), packed["completion_mask"].long().tolist()
+    >>> packed.input_ids.tolist(), packed.completion_mask.long().tolist()
     ([[5, 6, 8, 3], [7, 3, 0, 0]], [[0, 0, 1, 1], [0, 1, 0, 0]])
     """
-    rows = [prompt + completion for prompt, completion in zip(prompt_ids, completion_ids, strict=True)]
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id)  # (N, T)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for index, (prompt, row) in enumerate(zip(prompt_ids, rows, strict=True)):
-        input_ids[index, : len(row)] = torch.tensor(row)
-        attention_mask[index, : len(row)] = 1
-        completion_mask[index, len(prompt) : len(row)] = True
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    return pad_rows(list(zip(prompt_ids, completion_ids, strict=True)), pad_token_id)
 
 
 def cut_at_eos(generated: Sequence[int], eos_token_id: int) -> list[int]:
@@ -177,7 +170,7 @@ def sample_completions(
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so generation cannot stop; set `tokenizer.eos_token`")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_id(tokenizer)
     repeated = [prompt for prompt in prompts for _ in range(num_samples)]
     encoded = prompt_token_ids(repeated, tokenizer, settings.chat_template)
     greedy = settings.temperature == 0
@@ -192,20 +185,15 @@ def sample_completions(
     )
     device = _device(model)
     completions: list[list[int]] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(settings.seed)
-            for start in range(0, len(encoded), settings.batch_size):
-                input_ids, attention_mask = left_pad(encoded[start : start + settings.batch_size], pad_token_id)
-                output = model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
-                )  # (b, T + new)
-                generated = output[:, input_ids.shape[1] :].tolist()
-                completions += [cut_at_eos(row, tokenizer.eos_token_id) for row in generated]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(settings.seed)
+        for start in range(0, len(encoded), settings.batch_size):
+            input_ids, attention_mask = left_pad(encoded[start : start + settings.batch_size], pad_token_id)
+            output = model.generate(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), generation_config=config
+            )  # (b, T + new)
+            generated = output[:, input_ids.shape[1] :].tolist()
+            completions += [cut_at_eos(row, tokenizer.eos_token_id) for row in generated]
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
     return Samples(prompts=repeated, prompt_ids=encoded, completion_ids=completions, texts=texts)
 
@@ -217,17 +205,13 @@ def sequence_logprobs(
     """Σ_t log model(y_t | x, y_<t) over each sample's completion tokens, (N,) float32, in eval mode."""
     device = _device(model)
     sums = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(samples.completion_ids), batch_size):
             window = slice(start, start + batch_size)
             packed = right_pack(samples.prompt_ids[window], samples.completion_ids[window], pad_token_id)
-            packed = {name: value.to(device) for name, value in packed.items()}
-            tokens = completion_logprobs(model, **packed, chunk_size=chunk_size)
+            tokens = completion_logprobs(model, packed.input_ids.to(device), packed.attention_mask.to(device),
+                                         packed.completion_mask.to(device), chunk_size=chunk_size)
             sums.append(tokens.logps.sum(-1).float().cpu())  # (b,)
-    finally:
-        model.train(was_training)
     return torch.cat(sums)
 
 
@@ -249,7 +233,7 @@ def evaluate_policy(
     rewards = reward(samples.prompts, samples.texts).float().reshape(-1).cpu()
     if rewards.shape[0] != len(samples.texts):
         raise ValueError(f"{reward!r} returned {rewards.shape[0]} rewards for {len(samples.texts)} completions")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_token_id = pad_id(tokenizer)
     kl = None
     scope = nullcontext(reference) if reference is None or isinstance(reference, nn.Module) else reference
     with scope as reference_model:

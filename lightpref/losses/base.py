@@ -172,6 +172,35 @@ class PreferenceLoss(nn.Module):
         return doc.splitlines()[0] if doc else ""
 
 
+def _origin(loss: PreferenceLoss) -> str:
+    """The loss class and the distribution that ships it, for error messages."""
+    from importlib.metadata import packages_distributions
+
+    cls = type(loss)
+    distributions = packages_distributions().get(cls.__module__.split(".")[0], [])
+    shipped = f"distribution {', '.join(sorted(set(distributions)))}" if distributions else "no installed distribution"
+    return f"{cls.__module__}.{cls.__qualname__} ({shipped})"
+
+
+def check_output(loss: PreferenceLoss, output: LossOutput, pairs: int) -> LossOutput:
+    """``output`` if it keeps the contract for a batch of ``pairs`` pairs, else an error naming the loss and where it
+    comes from: per-pair ``losses``, ``chosen_rewards`` and ``rejected_rewards`` each shaped (B,), every metric a
+    scalar or (B,)."""
+    if not isinstance(output, LossOutput):
+        raise TypeError(f"the loss {_origin(loss)} returned {type(output).__name__}, not a LossOutput")
+    expected = (pairs,)
+    shapes = {name: getattr(output, name) for name in ("losses", "chosen_rewards", "rejected_rewards")}
+    for name, value in {**shapes, **{f"metrics[{key!r}]": value for key, value in output.metrics.items()}}.items():
+        allowed = (expected, ()) if name.startswith("metrics") else (expected,)
+        if not isinstance(value, Tensor) or tuple(value.shape) not in allowed:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            wanted = f"{expected} (one value per pair) or () (a scalar)" if name.startswith("metrics") else (
+                f"{expected}, one value per pair")
+            raise ValueError(f"the loss {_origin(loss)} returned `{name}` of shape {got} for a batch of {pairs} "
+                             f"pairs; it must be {wanted}. Fix the loss's forward()")
+    return output
+
+
 def check_beta(beta: float) -> None:
     """Reject a temperature that is not a positive finite number."""
     if not (isinstance(beta, (int, float)) and 0 < beta < float("inf")):

@@ -76,7 +76,7 @@ def test_several_files_and_glob_patterns_are_read_in_order(tokenizer, tmp_path: 
 def test_batches_follow_the_contract(tokenizer, tmp_path: Path):
     data = ready(make(tokenizer, tmp_path, batch_size=3, shuffle=False, pad_to_multiple_of=8))
     batch = next(iter(data.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "completion_mask", "index"}
+    assert batch.views == {} and batch.split == "train"
     assert batch["index"].tolist() == [0, 1, 2]  # each pair's position in its split, unshuffled here
     assert batch["input_ids"].shape[0] == 6 and batch["input_ids"].shape[1] % 8 == 0
     first_chosen = batch["input_ids"][0][batch["completion_mask"][0]]

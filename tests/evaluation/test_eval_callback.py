@@ -89,7 +89,7 @@ def test_reference_free_loss_loads_the_initial_policy_or_skips_kl(tiny_checkpoin
     loaded = evaluation(evaluate_at_start=True)
     module, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[loaded], loss=NoReference(), steps=2,
                           logger=False)
-    assert module.reference is None and "eval/kl" in trainer.callback_metrics
+    assert module.reference.model is None and "eval/kl" in trainer.callback_metrics
     assert loaded.history[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the loaded reference is the initial policy
     assert abs(loaded.history[-1]["kl"]) > 1e-3  # … and it stayed there while the policy moved
     skipped = evaluation(missing_reference="skip")
@@ -110,7 +110,7 @@ def test_lora_policy_is_compared_with_its_adapter_switched_off(tiny_checkpoint, 
     callback = evaluation(evaluate_at_start=True)
     _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], module=module, steps=2,
                      logger=False)
-    assert module.reference is None and callback._loaded_reference is None  # no second copy was loaded
+    assert module.reference.model is None and callback._loaded_reference is None  # no second copy was loaded
     assert callback.history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # a fresh LoRA adapter changes nothing
     assert abs(callback.history[-1]["kl"]) > 1e-3
     assert module.policy.active_adapter == "policy" and any(p.requires_grad for p in module.policy.parameters())

@@ -91,7 +91,7 @@ def test_kl_is_positive_after_training(tiny_checkpoint, pairs_file, tmp_path, to
     module, _ = fit(tiny_checkpoint, pairs_file, tmp_path, steps=6, lr=3e-2, logger=False)
     settings = SamplingSettings(max_new_tokens=12, batch_size=16)
     prompts = [f"Human: question {index}? Assistant:" for index in range(32)]
-    result = evaluate_policy(module.policy, module.reference, tokenizer, prompts, CompletionLength(), settings)
+    result = evaluate_policy(module.policy, module.reference.scope(), tokenizer, prompts, CompletionLength(), settings)
     standard_error = result.kl.std() / len(prompts) ** 0.5
     assert result.mean_kl > 1.0 and result.mean_kl > 5 * standard_error, result.kl
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from lightpref.losses import LogProbs, build
 
@@ -37,11 +38,34 @@ def test_dpo_label_smoothing_golden():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_dpo_length_normalized_uses_token_means():
-    """The module hands length-normalised losses token means; the loss itself is the same formula on them."""
-    dpo = build("dpo", length_normalized=True)
-    assert dpo.length_normalized is True
-    assert build("dpo").length_normalized is False
+def test_dpo_length_normalized_uses_token_means(tiny_checkpoint, tmp_path):
+    """Through the module, length-normalised DPO is the DPO formula on token means: with a reference that differs
+    from the policy, the batch loss equals mean −logσ(β·((π̄c − r̄c) − (π̄r − r̄r))) over per-token log-probs computed
+    here with the plain forward (π̄ a token mean), and differs from the summed version."""
+    from lightpref.data.collate import collate_pairs
+    from lightpref.data.tokenize import TokenizedPair
+    from lightpref.forward import completion_logprobs
+    from lightpref.module import PreferenceModule
+    from lightpref.testing import save_tiny_checkpoint
+
+    reference_dir = save_tiny_checkpoint(tmp_path / "reference", seed=1)
+    batch = collate_pairs([TokenizedPair([5, 6], [7, 8, 9, 10], [11]), TokenizedPair([5], [12], [13, 14, 15])], 0)
+    means = []
+    for directory in (tiny_checkpoint, reference_dir):
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        tokens = completion_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        means.append(tokens.logps.sum(-1) / tokens.mask.sum(-1))  # (2B,) token means, chosen rows first
+    (policy_chosen, policy_rejected), (reference_chosen, reference_rejected) = (m.chunk(2) for m in means)
+    h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
+    expected = -torch.nn.functional.logsigmoid(0.1 * h).mean()
+    losses = {}
+    for normalized in (True, False):
+        module = PreferenceModule(str(tiny_checkpoint), loss=build("dpo", length_normalized=normalized),
+                                  reference=str(reference_dir))
+        module.configure_model()
+        losses[normalized] = module(batch)[1]
+    torch.testing.assert_close(losses[True], expected, rtol=1e-5, atol=1e-6)
+    assert abs(losses[False].item() - losses[True].item()) > 1e-4
 
 
 def test_dpo_large_margin_is_finite():

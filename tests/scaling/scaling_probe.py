@@ -72,7 +72,7 @@ class Probe(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         from torch.distributed.tensor import DTensor
 
-        reference = pl_module.reference
+        reference = pl_module.reference.model
         record = {
             "losses": self.losses,
             "learning_rates": self.learning_rates,
@@ -90,7 +90,7 @@ class Probe(Callback):
         root = trainer.strategy.model
         for name in ("policy", "reference"):
             gathered = full_state_dict(root, f"{name}.")  # collective under FSDP
-            module = getattr(pl_module, name)
+            module = pl_module.policy if name == "policy" else pl_module.reference.model
             if gathered is None and module is not None:
                 gathered = {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}
             record[name] = gathered

@@ -1,0 +1,90 @@
+"""The batch every part of lightpref passes around: B preference pairs as 2B right-padded token rows.
+
+Rows ``0..B-1`` hold each pair's prompt + chosen completion, rows ``B..2B-1`` the same prompts + rejected completions.
+That convention lives here only: :meth:`Sequences.chosen` and :meth:`Sequences.rejected` (or :func:`split_pairs` for
+any per-row result, such as per-token log-probs) are how the rest of the code reads a half.
+
+>>> import torch
+>>> ids = torch.tensor([[5, 6, 7], [5, 6, 8]])
+>>> batch = PairBatch(ids, torch.ones_like(ids), torch.tensor([[0, 0, 1], [0, 0, 1]]).bool(), split="val")
+>>> batch.num_pairs, batch.chosen(batch.input_ids).tolist(), batch.rejected(batch.input_ids).tolist()
+(1, [[5, 6, 7]], [[5, 6, 8]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from torch import Tensor
+
+MAIN = ""  # the plain prompt's name among a batch's prompt views
+
+
+def split_pairs(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The chosen and rejected halves of a per-row tensor (2B, ...) of a pair batch: ((B, ...), (B, ...))."""
+    pairs = rows.shape[0] // 2
+    return rows[:pairs], rows[pairs:]
+
+
+@dataclass
+class Sequences:
+    """Right-padded token rows with the mask of the completion tokens whose log-probs are wanted.
+
+    Indexing by field name (``sequences["input_ids"]``) reads the same tensors, for code written against the
+    dictionary layout.
+    """
+
+    input_ids: Tensor  # (N, T) right-padded with the pad token
+    attention_mask: Tensor  # (N, T) 1 on real tokens
+    completion_mask: Tensor  # (N, T) bool, True exactly on completion tokens
+
+    @property
+    def num_pairs(self) -> int:
+        """B, when the rows are pairs (chosen rows, then rejected rows)."""
+        return self.input_ids.shape[0] // 2
+
+    def chosen(self, rows: Tensor) -> Tensor:
+        """The chosen half (B, ...) of a per-row tensor (2B, ...) of these sequences."""
+        return split_pairs(rows)[0]
+
+    def rejected(self, rows: Tensor) -> Tensor:
+        """The rejected half (B, ...) of a per-row tensor (2B, ...) of these sequences."""
+        return split_pairs(rows)[1]
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in {item.name for item in fields(self)}:
+            raise KeyError(name)
+        return getattr(self, name)
+
+
+@dataclass
+class PairBatch(Sequences):
+    """B pairs: the main rows (2B, T), the same completions under each prompt view, and where the pairs come from.
+
+    ``index`` (B,) holds each pair's position in its ``split`` (``"train"`` or ``"val"``); precomputed reference
+    log-probs are looked up by both. Batches built by hand may leave them out.
+    """
+
+    views: dict[str, Sequences] = field(default_factory=dict)  # name -> (2B, T_view) rows with that view's prompt
+    index: Tensor | None = None  # (B,)
+    split: str | None = None
+
+    def view(self, name: str) -> Sequences:
+        """The rows of one prompt view (:data:`MAIN` is the plain prompt)."""
+        return self if name == MAIN else self.views[name]
+
+    @classmethod
+    def of(cls, batch: PairBatch | Mapping[str, Any], split: str | None = None) -> PairBatch:
+        """``batch`` as a :class:`PairBatch`: itself, or built from a mapping with the same keys (``split`` fills a
+        missing one)."""
+        if isinstance(batch, PairBatch):
+            return batch if batch.split is not None or split is None else replace(batch, split=split)
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"expected a PairBatch or a mapping of tensors, got {type(batch).__name__}")
+        views = {name: value if isinstance(value, Sequences) else Sequences(
+            value["input_ids"], value["attention_mask"], value["completion_mask"].bool()
+        ) for name, value in batch.get("views", {}).items()}
+        return cls(batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool(), views,
+                   batch.get("index"), batch.get("split", split))
