@@ -97,12 +97,14 @@ def test_reference_is_the_initial_model_or_the_round_start(iterate_config, tiny_
     parsed = build_parser().parse_args(["--config", str(config)])
     fixed = IterativeRun(parsed, instantiate("iterate", parsed.iterate))
     module = fixed.module(2)
-    assert module.pretrained == str(out / "round_1" / "policy") and module.reference_source == str(tiny_checkpoint)
-    assert module.export_dir is None
-    assert fixed.module(1).reference_source is None  # round 1: a copy of the initial policy
+    assert module.source.name == str(out / "round_1" / "policy") and module.export_dir is None
+    assert module.reference.source.name == str(tiny_checkpoint) and not module.reference.copy_policy
+    first = fixed.module(1).reference  # round 1: a copy of the initial policy
+    assert first.source.name == str(tiny_checkpoint) and first.copy_policy
     parsed = build_parser().parse_args(["--config", str(config), "--iterate.update_reference", "true"])
     moving = IterativeRun(parsed, instantiate("iterate", parsed.iterate))
-    assert moving.module(2).reference_source is None  # a frozen copy of round 1's policy
+    second = moving.module(2).reference  # a frozen copy of round 1's policy
+    assert second.source.name == str(out / "round_1" / "policy") and second.copy_policy
 
 
 @pytest.mark.slow
