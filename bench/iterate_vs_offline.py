@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--out", default="runs/iterate_vs_offline")
     add("--losses", default="dpo,minor_dpo", help="comma-separated registered loss names")
     add("--seeds", default="0,1,2")
+    add("--methods", default="iterative,offline", help="which of the two to run (both by default)")
     add("--rounds", type=int, default=2)
     add("--prompts", type=int, default=16, help="train prompts per iterative round")
     add("--steps", type=int, default=8, help="optimiser steps per iterative round")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if results.is_file() else set()
     for seed in map(int, args.seeds.split(",")):
         for loss in args.losses.split(","):
-            for method in ("iterative", "offline"):
+            for method in args.methods.split(","):
                 if (loss, seed, method) in done:
                     continue
                 directory = out / f"{loss}_seed{seed}_{method}"
