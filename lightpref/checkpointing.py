@@ -3,21 +3,25 @@
 - :class:`AtomicCheckpointIO` writes a checkpoint file next to its target under a hidden name, flushes it to disk
   and renames it into place, so a crash mid-save leaves the previous checkpoint, never a truncated one that looks
   valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.strategies`.
-- :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata and shard sizes, before
-  anything is loaded, and raises :class:`CorruptCheckpointError` naming the path and what to do.
+- :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata (read without unpickling
+  anything but its own classes, :mod:`lightpref.safe_load`) and shard sizes, before anything is loaded, and raises
+  :class:`CorruptCheckpointError` naming the path and what to do. Checkpoints are then read with
+  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.safe_load.UnsafeCheckpointError`.
 - :class:`SafeCheckpoints` (added by :class:`~lightpref.module.PreferenceModule` unless the trainer has one)
   installs the IO above, saves every rank's random state in each checkpoint, and on SIGTERM — what a cluster
   scheduler sends before it kills a job — lets every rank finish the optimiser step in progress, saves
-  ``last.ckpt`` and exits with status 0.
+  ``last.ckpt``, prints the command that resumes and exits with status 0. It also records in each checkpoint what
+  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.resume`).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import signal
 import threading
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,11 +33,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-SHARDED_METADATA = "meta.pt"  # what Lightning writes beside the shards of a distributed checkpoint
-
-
-class CorruptCheckpointError(ValueError):
-    """A checkpoint that is truncated, damaged or incomplete."""
+from lightpref.resume import PARTS, RECORD_KEY, check_resume, resume_command, run_record
+from lightpref.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
+from lightpref.safe_load import CorruptCheckpointError as CorruptCheckpointError
+from lightpref.safe_load import refusal, unsafe, validate_checkpoint
 
 
 def staging_path(path: Path) -> Path:
@@ -84,58 +87,6 @@ def _is_local(path: Any) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
 
-def _corrupt(path: Path, problem: str) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
-        f"the checkpoint {path} is unusable: {problem}. It was probably cut short by a crash or a full disk, or "
-        "damaged in a copy; resume from an earlier checkpoint instead (`--ckpt_path` with another file in its "
-        "directory), or start the run again without `--ckpt_path`"
-    )
-
-
-def validate_checkpoint(path: str | Path) -> None:
-    """Raise :class:`CorruptCheckpointError` unless ``path`` is a complete checkpoint file or sharded directory.
-
-    A file must be a zip archive (as ``torch.save`` writes) whose every member passes its CRC check; a directory
-    must hold Lightning's ``meta.pt`` and the distributed-checkpoint metadata, with every shard file at least as
-    long as the metadata says.
-    """
-    path = Path(path)
-    if path.is_dir():
-        _validate_sharded(path)
-        return
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; check `--ckpt_path`")
-    if not zipfile.is_zipfile(path):
-        raise _corrupt(path, "it is not a complete PyTorch archive (its zip directory is missing)")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise _corrupt(path, f"reading it failed ({error})") from error
-    if damaged is not None:
-        raise _corrupt(path, f"its member {damaged!r} fails its CRC check")
-
-
-def _validate_sharded(path: Path) -> None:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    if not (path / SHARDED_METADATA).is_file():
-        raise _corrupt(path, f"the directory has no {SHARDED_METADATA} (Lightning writes it last)")
-    validate_checkpoint(path / SHARDED_METADATA)
-    try:
-        metadata = FileSystemReader(path).read_metadata()
-    except Exception as error:  # a missing or truncated .metadata fails inside pickle in many ways
-        raise _corrupt(path, f"its distributed-checkpoint metadata cannot be read ({error})") from error
-    needed: dict[str, int] = {}
-    for info in metadata.storage_data.values():
-        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
-    for name, size in sorted(needed.items()):
-        shard = path / name
-        if not shard.is_file() or shard.stat().st_size < size:
-            actual = shard.stat().st_size if shard.is_file() else "missing"
-            raise _corrupt(path, f"the shard {name} should hold {size} bytes but has {actual}")
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` that writes to a hidden file beside the target, fsyncs it and renames it into place,
     and validates a checkpoint before loading it. Remote (``s3://``…) paths use Lightning's own writer."""
@@ -157,12 +108,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             remove_path(staging)
 
+    on_load: Callable[[Any, dict[str, Any]], None] | None = None  # set by SafeCheckpoints: the resume check
+
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Validate, then read with ``weights_only=True`` unless the caller passed ``weights_only=False`` itself."""
         if _is_local(path):
             validate_checkpoint(str(path).removeprefix("file://"))
-        if map_location is None:
-            return super().load_checkpoint(path, weights_only=weights_only)
-        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        weights_only = True if weights_only is None else weights_only
+        try:
+            if map_location is None:
+                checkpoint = super().load_checkpoint(path, weights_only=weights_only)
+            else:
+                checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except pickle.UnpicklingError as error:
+            raise unsafe(path, refusal(error)) from None
+        if self.on_load is not None:
+            self.on_load(path, checkpoint)
+        return checkpoint
 
 
 def _with_extra_state(module: torch.nn.Module | None) -> list[tuple[str, torch.nn.Module]]:
@@ -199,7 +161,7 @@ def sigterm_checkpoint_path(trainer: Trainer, dirpath: str | None = None) -> Pat
 
 
 class SafeCheckpoints(Callback):
-    """Atomic checkpoint files, and a checkpoint then a clean exit on SIGTERM.
+    """Atomic checkpoint files, a checkpoint then a clean exit on SIGTERM, and no resume with other settings.
 
     On SIGTERM the handler only records the signal (and forwards it to the processes Lightning launched). At the
     end of the next optimiser step — never between accumulated micro-batches — the ranks agree (one all-reduce
@@ -211,21 +173,51 @@ class SafeCheckpoints(Callback):
     as SGDPO's sampling generator), which differ between ranks — while the model state holds rank 0's only; a run
     resumed on the same number of processes gets each rank's back, so it continues with the same draws.
 
+    Every checkpoint also records what the run trains (:func:`lightpref.resume.run_record`: the loss and its
+    arguments, the model, the training data). Resuming a fit from it with any of them changed stops with
+    :class:`~lightpref.resume.ResumeMismatchError` naming what changed, unless that part is listed in
+    ``allow_resume_changes``.
+
     Args:
         dirpath: directory of the SIGTERM checkpoint; ``None`` uses the ModelCheckpoint's directory.
+        allow_resume_changes: parts (``loss``, ``model``, ``data``) that may differ from the checkpoint's when a fit
+            resumes, e.g. to continue a run on new data on purpose.
     """
 
-    def __init__(self, dirpath: str | None = None) -> None:
+    def __init__(self, dirpath: str | None = None, allow_resume_changes: list[str] | None = None) -> None:
+        unknown = sorted(set(allow_resume_changes or ()) - set(PARTS))
+        if unknown:
+            raise ValueError(f"`allow_resume_changes` of SafeCheckpoints takes {list(PARTS)}, got {unknown}")
         self.dirpath = dirpath
+        self.allow_resume_changes = list(allow_resume_changes or ())
+        self._record: dict[str, Any] | None = None
         self.received_sigterm = False
         self._trainer: Trainer | None = None
         self._module: LightningModule | None = None
         self._restored_rng: dict[str, Any] | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self._trainer, self._module = trainer, pl_module
+        self._trainer, self._module, self._record = trainer, pl_module, None
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave custom and async IO plugins alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            trainer.strategy.checkpoint_io.on_load = self._check_resume if stage == "fit" else None
+
+    def run_record(self) -> dict[str, Any]:
+        """What this run trains (computed once per run: the data's fingerprint hashes its files)."""
+        if self._record is None:
+            self._record = run_record(self._module, getattr(self._trainer, "datamodule", None))
+        return self._record
+
+    def _check_resume(self, path: Any, checkpoint: dict[str, Any]) -> None:
+        check_resume(path, checkpoint.get(RECORD_KEY), self.run_record(), self.allow_resume_changes)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RECORD_KEY] = self.run_record()
+
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Lightning calls this only when a fit resumes; sharded checkpoints are checked here (files already were)."""
+        self._check_resume(trainer.ckpt_path, checkpoint)
 
     def state_dict(self) -> dict[str, Any]:
         """Every rank's random state (collective: Lightning builds checkpoints on every rank)."""
@@ -275,8 +267,6 @@ class SafeCheckpoints(Callback):
             return
         path = sigterm_checkpoint_path(trainer, self.dirpath)
         trainer.save_checkpoint(path)
-        rank_zero_info(
-            f"SIGTERM: saved {path} after step {trainer.global_step}; continue with `--ckpt_path {path}` "
-            "(or `--ckpt_path last`)"
-        )
+        rank_zero_info(f"SIGTERM: saved {path} after step {trainer.global_step}; continue the run with\n"
+                       f"  {resume_command(path)}")
         raise SIGTERMException  # a SystemExit with status 0; Lightning tears the run down cleanly

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightpref.data import PreferenceDataModule
+from lightpref.errors import reporting_errors
 from lightpref.losses import registered_losses
 from lightpref.module import PreferenceModule
+from lightpref.resume import CheckpointPathCLI
 from lightpref.strategies import register_strategies
 
 OWN_COMMANDS = {
@@ -28,7 +30,7 @@ OWN_COMMANDS = {
 }
 
 
-class PreferenceCLI(LightningCLI):
+class PreferenceCLI(CheckpointPathCLI, LightningCLI):
     """LightningCLI with the values the model and the data share linked, so each is written once."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -55,6 +57,7 @@ def list_losses() -> int:
     return 1 if failures else 0
 
 
+@reporting_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "losses":

@@ -26,7 +26,6 @@ from peft import PeftModel
 from torch import nn
 
 from lightpref.adapters import POLICY_ADAPTER
-from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint
 from lightpref.io import atomic_write_text
 from lightpref.pretrained import ModelSource
 
@@ -80,6 +79,8 @@ def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     """
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # imports Lightning: only here
+
     if checkpoint.is_dir():
         raise ValueError(f"{checkpoint} is a sharded (directory) checkpoint; export reads single-file checkpoints: "
                          "convert it with Lightning's `convert_zero_checkpoint`/DCP tools first")

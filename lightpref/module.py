@@ -18,7 +18,7 @@ from lightpref.batch import PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
 from lightpref.export import CHECKPOINT_KEY, save_policy
 from lightpref.forward import TokenLogProbs
-from lightpref.guards import ACTIONS, NonFiniteGuard
+from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
@@ -125,6 +125,7 @@ class PreferenceModule(LightningModule):
                                          self.loss.views, precompute_reference, reference_batch_size,
                                          reference_cache_dir)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        check_optimizer(optimizer)  # a bad value (a negative lr…) fails now, naming its key
         self.export_dir = export_dir
         self.gradient_checkpointing, self.compile_decoder = gradient_checkpointing, compile
         self.on_nonfinite = on_nonfinite

@@ -12,7 +12,6 @@ records (as plain data) so that ``lightpref export`` can rebuild the policy.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -49,18 +48,25 @@ def _gguf_directory(name_or_path: str, gguf_file: str) -> Path:
     return directory
 
 
+_CONVERTED: dict[tuple, Path] = {}  # this process's conversions, by the GGUF file's identity on disk
+
+
 def converted_gguf(name_or_path: str, gguf_file: str) -> Path:
     """A safetensors copy of a GGUF model and its tokenizer, converted once and cached.
 
-    The cache key is the file's absolute path, size and modification time, so a changed file is converted anew.
-    The copy is written to a temporary directory and renamed into place, so an interrupted conversion is never
-    mistaken for a finished one.
+    The cache key is the SHA-256 of the file's bytes, so a file changed in place is converted anew even when it keeps
+    its size and modification time (hashing a 98 MB file takes about 2 s; within one process the answer is kept while
+    the file's inode, size, mtime and ctime stay the same). The copy is written to a temporary directory and renamed
+    into place, so an interrupted conversion is never mistaken for a finished one.
     """
-    source = _gguf_directory(name_or_path, gguf_file) / gguf_file
+    source = (_gguf_directory(name_or_path, gguf_file) / gguf_file).resolve()
     stat = source.stat()
-    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_root("gguf", f"{source.stem}-{key}")
+    seen = (str(source), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if seen in _CONVERTED:
+        return _CONVERTED[seen]
+    target = cache_root("gguf", f"{source.stem}-{file_sha256(source)[:16]}")
     if (target / "config.json").is_file():
+        _CONVERTED[seen] = target
         return target
     print(f"lightpref: converting {source} to a safetensors copy in {target} (once per file; about half a minute "
           "for a 135M model)", file=sys.stderr, flush=True)
@@ -82,6 +88,7 @@ def converted_gguf(name_or_path: str, gguf_file: str) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _CONVERTED[seen] = target
     return target
 
 

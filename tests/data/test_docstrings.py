@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["formats", "sources", "tokenize", "collate", "cache", "datamodule"]
+MODULES = ["formats", "sources", "tokenize", "collate", "cache", "datamodule", "pipeline", "mixture", "streaming"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -88,8 +88,8 @@ class Probe(Callback):
             ),
         }
         root = trainer.strategy.model
-        for name in ("policy", "reference"):
-            gathered = full_state_dict(root, f"{name}.")  # collective under FSDP
+        for name, prefix in (("policy", "policy."), ("reference", "reference.model.")):
+            gathered = full_state_dict(root, prefix)  # collective under FSDP
             module = pl_module.policy if name == "policy" else pl_module.reference.model
             if gathered is None and module is not None:
                 gathered = {key: value.detach().cpu().clone() for key, value in module.state_dict().items()}

@@ -1,0 +1,120 @@
+"""Every user error on the command line prints one message and exits non-zero without a traceback; a bug keeps its
+traceback plus a one-line summary; ``LIGHTPREF_DEBUG=1`` shows the traceback of either. Run in-process through
+``lightpref.cli.main`` (the console script's function), which is what ``lightpref …`` calls."""
+
+import json
+
+import pytest
+
+from lightpref import errors
+from lightpref.cli import main
+
+
+@pytest.fixture
+def fit_args(tiny_checkpoint, pairs_file, tmp_path):
+    def build(*extra, data=None):
+        return ["fit", "--model.pretrained", str(tiny_checkpoint), "--data.train_files", str(data or pairs_file),
+                "--data.batch_size", "4", "--data.max_length", "64", "--data.max_prompt_length", "32",
+                "--trainer.max_steps", "2",
+                "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                "--trainer.default_root_dir", str(tmp_path / "run"), *extra]
+    return build
+
+
+def run_main(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def assert_one_message(code, output, *fragments):
+    assert code == 1
+    assert "Traceback" not in output
+    errors_printed = [line for line in output.splitlines() if line.startswith("lightpref: error: ")]
+    assert len(errors_printed) == 1, output[-2000:]
+    for fragment in fragments:
+        assert fragment in errors_printed[0]
+
+
+def test_unknown_loss(fit_args, capsys):
+    assert_one_message(*run_main(fit_args("--model.loss", "dpoo"), capsys), "unknown loss 'dpoo'", "`lightpref losses`")
+
+
+def test_missing_data_file(fit_args, tmp_path, capsys):
+    missing = tmp_path / "absent.jsonl"
+    assert_one_message(*run_main(fit_args(data=missing), capsys), "`train_files`", str(missing))
+
+
+def test_bad_config_value(fit_args, capsys):
+    assert_one_message(*run_main(fit_args("--model.reference_batch_size", "0"), capsys),
+                       "`model.reference_batch_size` must be a positive integer, got 0")
+
+
+def test_bad_data_row(fit_args, tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"prompt": "Human: hi? Assistant:", "chosen": " hello"}) + "\n")
+    assert_one_message(*run_main(fit_args(data=data), capsys), f"{data}, line 1", "`rejected` is missing")
+
+
+def test_negative_learning_rate_fails_at_start_up_naming_the_key(fit_args, capsys):
+    code, output = run_main(fit_args("--model.optimizer", "AdamW", "--model.optimizer.lr", "-0.1"), capsys)
+    assert_one_message(code, output, "`model.optimizer.init_args.lr`", "-0.1")
+    assert "lightpref data:" not in output  # before the data is read, let alone the models loaded
+
+
+def test_missing_and_truncated_checkpoints(fit_args, saved_run, tmp_path, capsys):
+    missing = tmp_path / "absent.ckpt"
+    assert_one_message(*run_main(fit_args("--ckpt_path", str(missing)), capsys), str(missing), "--ckpt_path")
+    whole = (saved_run / "checkpoints" / "step=1.ckpt").read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    assert_one_message(*run_main(fit_args("--ckpt_path", str(truncated)), capsys), str(truncated),
+                       "resume from an earlier checkpoint")
+    assert_one_message(*run_main(["validate", *fit_args("--ckpt_path", str(truncated))[1:]], capsys), str(truncated))
+
+
+def test_a_run_whose_every_step_is_non_finite_fails_and_exports_nothing(fit_args, tmp_path, capsys):
+    export = tmp_path / "exported"
+    code, output = run_main(fit_args("--model.loss", "faults.AlwaysNaNDPO", "--model.export_dir", str(export)), capsys)
+    assert_one_message(code, output, "2 of the 2 optimiser steps so far (100%)", "exports nothing")
+    assert not export.exists()
+
+
+def test_command_line_syntax_errors_are_usage_messages(fit_args, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(fit_args("--config", str(tmp_path / "absent.yaml")))
+    output = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in output and "absent.yaml" in output
+
+
+def test_debug_variable_shows_the_traceback(fit_args, capsys, monkeypatch):
+    monkeypatch.setenv(errors.DEBUG_ENV, "1")
+    code, output = run_main(fit_args("--model.reference_batch_size", "0"), capsys)
+    assert code == 1 and "Traceback" in output and "lightpref: error: `model.reference_batch_size`" in output
+
+
+def test_an_unexpected_error_keeps_its_traceback_and_gets_a_summary(fit_args, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        return {}["no such key"]  # a bug, not a message written for a person
+
+    monkeypatch.setattr("lightpref.cli.list_losses", broken)
+    code, output = run_main(["losses"], capsys)
+    assert code == 1 and "Traceback" in output
+    assert output.strip().splitlines()[-1].startswith("lightpref: unexpected error: KeyError: 'no such key'")
+
+
+def test_the_rule_in_isolation(tmp_path):
+    """Deliberate raises in lightpref count; the same types from a failing call inside lightpref, or from code
+    outside it, do not."""
+    from lightpref.guards import NonFiniteGuard
+    from lightpref.io import file_sha256
+
+    with pytest.raises(ValueError) as deliberate:
+        NonFiniteGuard(max_skipped_share=2.0)
+    with pytest.raises(IsADirectoryError) as accidental:
+        file_sha256(tmp_path)  # open() on a directory, inside lightpref: not a message written for a person
+    with pytest.raises(ValueError) as elsewhere:
+        raise ValueError("raised in a test, not in lightpref")
+    assert errors.is_user_error(deliberate.value)
+    assert not errors.is_user_error(accidental.value)
+    assert not errors.is_user_error(elsewhere.value)
