@@ -6,49 +6,72 @@
 - ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
 - ``lightpref build-dataset --output FILE.jsonl [...]`` samples, scores and pairs completions into preference data.
 - ``lightpref iterate --config FILE.yaml [--ckpt_path last]`` runs on-policy rounds (see docs/iterate.md).
+
+Only ``fit``, ``validate``, ``test`` and ``iterate`` import Lightning: ``lightpref --help``, ``lightpref losses``
+and the other commands' ``--help`` start in about the time ``import torch`` takes (measured by
+``bench/startup.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-from lightpref.data import PreferenceDataModule
+from lightpref import __version__
 from lightpref.errors import reporting_errors
-from lightpref.losses import registered_losses
-from lightpref.module import PreferenceModule
-from lightpref.resume import CheckpointPathCLI
-from lightpref.strategies import register_strategies
 
+if TYPE_CHECKING:
+    from lightning.pytorch.cli import LightningCLI
+
+TRAINER_COMMANDS = {
+    "fit": "train a policy: lightpref fit --config configs/quickstart.yaml",
+    "validate": "the validation metrics of a policy (e.g. before training, or of a checkpoint with --ckpt_path)",
+    "test": "the same metrics on the test split (the validation pairs when there is no test split)",
+}
+# Each command runs `main(argv) -> int` of its module, imported only when the command is given.
 OWN_COMMANDS = {
-    "losses": "list the registered losses: name, distribution, reference needed, summary",
-    "export": "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging Face model directory",
-    "build-dataset": "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data",
-    "iterate": "--config FILE.yaml [--ckpt_path last]: on-policy rounds (sample, score, pair, train), resumable",
+    "losses": ("lightpref.cli:list_losses", "list the registered losses: name, reference needed, distribution, "
+                                            "summary"),
+    "export": ("lightpref.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging "
+                                        "Face model directory"),
+    "build-dataset": ("lightpref.evaluation.build_dataset:main", "--output FILE.jsonl [--reward …]: sample, score "
+                                                                 "and pair completions into preference data"),
+    "iterate": ("lightpref.iterate.workflow:main", "--config FILE.yaml [--ckpt_path last]: on-policy rounds "
+                                                   "(sample, score, pair, train), resumable"),
 }
 
 
-class PreferenceCLI(CheckpointPathCLI, LightningCLI):
-    """LightningCLI with the values the model and the data share linked, so each is written once."""
+def overview() -> str:
+    """What ``lightpref --help`` prints: every command with its whole one-line description."""
+    lines = [f"lightpref {__version__}: preference optimisation (DPO and its family) on PyTorch Lightning", "",
+             "usage: lightpref COMMAND [options]   (lightpref COMMAND --help for a command's options)", "", "commands:"]
+    for command, text in TRAINER_COMMANDS.items():
+        lines.append(f"  {command:<14}{text}")
+    for command, (_, text) in OWN_COMMANDS.items():
+        lines.append(f"  {command:<14}{text}")
+    lines += ["", "Options of fit/validate/test are config keys: `--model.loss ipo`, `--data.batch_size 8`, "
+              "`--trainer.max_steps 100`;", "`lightpref fit --help` lists them, model and data first.", ""]
+    return "\n".join(lines)
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.pretrained", "data.tokenizer")
-        parser.link_arguments("model.gguf_file", "data.gguf_file")
 
-
-def list_losses() -> int:
+def list_losses(argv: Sequence[str] = ()) -> int:
     """Print the loss table; returns 1 when some plugin could not be loaded (the others are still listed)."""
-    entries = registered_losses()
+    from lightpref.losses import registered_losses
+
+    if argv:
+        print("usage: lightpref losses\n\nLists every loss registered in the `lightpref.losses` entry-point group.",
+              file=sys.stderr if argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv[0] in ("-h", "--help") else 2
     rows = [("name", "reference", "distribution", "summary")]
     failures = []
-    for entry in entries.values():
+    for entry in registered_losses().values():
         if entry.loss_class is None:
             failures.append(entry.error)
             continue
-        needs = "yes" if entry.loss_class.requires_reference else "no"
-        rows.append((entry.name, needs, entry.distribution, entry.loss_class.one_line_summary()))
+        rows.append((entry.name, reference_column(entry.loss_class), entry.distribution,
+                     entry.loss_class.one_line_summary()))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3])
@@ -57,46 +80,36 @@ def list_losses() -> int:
     return 1 if failures else 0
 
 
+def reference_column(loss_class: type) -> str:
+    """``yes``/``no``, or what the reference depends on for a loss that wraps others (``mixture``, ``wpo``)."""
+    return vars(loss_class).get("reference_note") or ("yes" if loss_class.requires_reference else "no")
+
+
 @reporting_errors
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "losses":
-        return list_losses()
-    if args and args[0] == "export":
-        from lightpref.export import main as export_main
-
-        return export_main(args[1:])
-    if args and args[0] == "build-dataset":
-        from lightpref.evaluation.build_dataset import main as build_dataset_main
-
-        return build_dataset_main(args[1:])
-    if args and args[0] == "iterate":
-        from lightpref.iterate.workflow import main as iterate_main
-
-        return iterate_main(args[1:])
-    if not args or args[0] in ("-h", "--help"):
-        print("lightpref: preference optimisation on PyTorch Lightning\n")
-        for command, text in OWN_COMMANDS.items():
-            print(f"  lightpref {command:<9} {text}")
-        print("  lightpref fit|validate|test --config FILE.yaml   train or evaluate (details below)\n")
-    build_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-    return 0
+    command = args[0] if args else "--help"
+    if command in ("-h", "--help"):
+        print(overview())
+        return 0
+    if command == "--version":
+        print(f"lightpref {__version__}")
+        return 0
+    if command in OWN_COMMANDS:
+        module, function = OWN_COMMANDS[command][0].split(":")
+        return getattr(importlib.import_module(module), function)(args[1:])
+    if command in TRAINER_COMMANDS:
+        build_cli(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+        return 0
+    print(f"lightpref: unknown command {command!r}\n\n{overview()}", file=sys.stderr)
+    return 2
 
 
-def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
+def build_cli(args: Sequence[str] | None, run: bool = True) -> LightningCLI:
     """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates."""
-    args = None if args is None else list(args)
-    if not run and args and args[0] in ("fit", "validate", "test"):
-        args = args[1:]  # without running, LightningCLI takes no subcommand
-    register_strategies()  # `--trainer.strategy fsdp2`
-    return PreferenceCLI(
-        PreferenceModule,
-        PreferenceDataModule,
-        args=args,
-        run=run,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-    )
+    from lightpref.trainer_cli import build_cli as build
+
+    return build(args, run=run)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,12 @@ import pickle
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from peft import PeftModel
-from torch import nn
+if TYPE_CHECKING:  # the rest is imported where used: `lightpref export --help` needs neither Lightning nor peft
+    from torch import nn
 
-from lightpref.adapters import POLICY_ADAPTER
-from lightpref.io import atomic_write_text
-from lightpref.pretrained import ModelSource
+    from lightpref.pretrained import ModelSource
 
 CHECKPOINT_KEY = "lightpref"
 
@@ -39,6 +36,10 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
     An adapter saved alone records ``source`` (as the user named it) as its base model. Every file gets the usual
     permissions (``0o666`` less the umask).
     """
+    from peft import PeftModel
+
+    from lightpref.adapters import POLICY_ADAPTER
+
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(policy, PeftModel):
         if merge:
@@ -58,6 +59,8 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
 
 def _record_base_model(config_path: Path, source: ModelSource) -> None:
     """Name the base model as the user gave it, not the machine-local path it was loaded from (a GGUF copy)."""
+    from lightpref.io import atomic_write_text
+
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = source.display_name()
     atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -77,6 +80,8 @@ def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     Raises :class:`~lightpref.checkpointing.CorruptCheckpointError` for a truncated or damaged file, and
     ``ValueError`` for one that holds something other than tensors and plain data or was not written by lightpref.
     """
+    import torch
+
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # imports Lightning: only here
@@ -105,6 +110,8 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
 
     ``output`` must be empty or absent unless ``overwrite``; ``trust_remote_code`` is the caller's decision alone.
     """
+    from lightpref.pretrained import ModelSource
+
     checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise FileExistsError(f"the export directory {output} is not empty; choose a new directory, or pass "

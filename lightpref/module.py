@@ -144,8 +144,12 @@ class PreferenceModule(LightningModule):
         self.policy = self.source.load_model()  # with its adapter, if it has one
         self.reference.setup(lambda: self.policy)  # a copy is taken now, while the policy is untouched
         self.policy.train()  # from_pretrained returns eval mode, and Lightning keeps each submodule's mode
-        if self.gradient_checkpointing:
-            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.gradient_checkpointing:  # transformers ≥ 5 names it activation checkpointing (the old name warns)
+            enable = getattr(self.policy, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.compile_decoder:
             self.policy.get_decoder().compile()
         shard_models(self, [self.policy, self.reference.model], self.device_mesh)  # FSDP2 only: both models alike

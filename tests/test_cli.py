@@ -10,9 +10,14 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from lightpref.cli import build_cli
+from lightpref.cli import build_cli, main
+from lightpref.losses import LossRegistryError
 from lightpref.losses.dpo import DPO
+from lightpref.losses.exo import EXOPair
 from lightpref.losses.ipo import IPO
+from lightpref.losses.mixture import Mixture
+from lightpref.losses.sft import SFT
+from lightpref.losses.simpo import SimPO
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "lightpref-margin-dpo"
@@ -76,15 +81,56 @@ def test_loss_by_registered_name_and_repeated_configs(tiny_checkpoint, pairs_fil
 
 def test_unknown_loss_name_lists_the_registered_ones(tiny_checkpoint, pairs_file, tmp_path):
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
-    result = run("fit", "--config", str(config), "--model.loss", "dpoo", check=False)
-    assert result.returncode != 0
-    assert "unknown loss 'dpoo'" in result.stderr and "dpo, " in result.stderr
+    with pytest.raises(LossRegistryError) as error:
+        build_cli(["fit", "--config", str(config), "--model.loss", "dpoo"], run=False)
+    assert "unknown loss 'dpoo'" in str(error.value) and "dpo, " in str(error.value)
 
 
-def test_print_config(tiny_checkpoint, pairs_file, tmp_path):
+@pytest.mark.parametrize("override", [
+    ["--model.loss.init_args.beta", "0.2"],  # the config says `loss: dpo`
+    ["--model.loss", "dpo", "--model.loss.init_args.beta", "0.2"],
+    ["--model.loss", "{class_path: dpo, init_args: {beta: 0.2}}"],
+    ["--model.loss", "DPO", "--model.loss.init_args.beta", "0.2"],  # a class name, as jsonargparse allows
+])
+def test_registered_name_takes_arguments(override, tiny_checkpoint, pairs_file, tmp_path):
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
-    printed = yaml.safe_load(run("fit", "--config", str(config), "--print_config").stdout)
-    assert printed["model"]["loss"] == "dpo" and printed["data"]["batch_size"] == 4
+    cli = build_cli(["fit", "--config", str(config), *override], run=False)
+    assert type(cli.model.loss) is DPO and cli.model.loss.beta == 0.2
+
+
+def test_registered_names_inside_a_mixture_and_another_name_with_arguments(tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    cli = build_cli(["fit", "--config", str(config), "--model.loss", "ipo", "--model.loss.init_args.beta", "0.3"],
+                    run=False)
+    assert type(cli.model.loss) is IPO and cli.model.loss.beta == 0.3
+    mixture = tmp_path / "mixture.yaml"
+    mixture.write_text(yaml.safe_dump({"model": {"loss": {"class_path": "mixture", "init_args": {
+        "losses": [{"class_path": "dpo", "init_args": {"beta": 0.5}}, "sft"], "weights": [1.0, 0.2]}}}}))
+    cli = build_cli(["fit", "--config", str(config), "--config", str(mixture)], run=False)
+    assert isinstance(cli.model.loss, Mixture) and cli.model.loss.names == ["dpo", "sft"]
+    assert cli.model.loss.parts[0].beta == 0.5 and isinstance(cli.model.loss.parts[1], SFT)
+
+
+def test_a_loss_given_anew_starts_from_its_own_defaults(tiny_checkpoint, pairs_file, tmp_path):
+    """Over a config's `loss: dpo`, `--model.loss simpo` is SimPO with its own β = 2.0, not DPO's 0.1 carried over."""
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    cli = build_cli(["fit", "--config", str(config), "--model.loss", "simpo"], run=False)
+    assert type(cli.model.loss) is SimPO and cli.model.loss.beta == 2.0
+    cli = build_cli(["fit", "--config", str(config), "--model.loss", "exo_pair"], run=False)
+    assert type(cli.model.loss) is EXOPair and cli.model.loss.label_smoothing == 1e-3  # 0 (DPO's) is an error there
+    cli = build_cli(["fit", "--config", str(config), "--model.loss.init_args.beta", "0.3", "--model.loss", "ipo",
+                     "--model.loss.init_args.beta", "0.2"], run=False)
+    assert type(cli.model.loss) is IPO and cli.model.loss.beta == 0.2
+
+
+def test_print_config(tiny_checkpoint, pairs_file, tmp_path, capsys):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    with pytest.raises(SystemExit):
+        build_cli(["fit", "--config", str(config), "--model.loss.init_args.beta", "0.3", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["loss"]["class_path"] == "lightpref.losses.dpo.DPO"
+    assert printed["model"]["loss"]["init_args"]["beta"] == 0.3
+    assert printed["data"]["batch_size"] == 4 and "predict" not in printed
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda path: path.name)
@@ -130,12 +176,49 @@ def test_every_shipped_config_parses(config):
             assert getattr(cli.datamodule, name) == data[name], name
 
 
-def test_losses_lists_builtins():
-    lines = run("losses").stdout.splitlines()
+def test_losses_lists_builtins(capsys):
+    assert main(["losses"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["name", "reference", "distribution"]
     rows = {line.split()[0]: line for line in lines[1:]}
     assert rows["dpo"].split()[1:3] == ["yes", "lightpref"] and "logσ" in rows["dpo"]
-    assert "ipo" in rows
+    assert rows["simpo"].split()[1] == "no" and rows["rpo"].split()[1] == "yes"
+    assert "if any part does" in rows["mixture"] and "as the wrapped loss" in rows["wpo"]
+
+
+def test_help_lists_the_commands_without_predict(capsys):
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "losses", "export", "build-dataset"):
+        assert f"\n  {command} " in text
+    assert "predict" not in text
+    with pytest.raises(SystemExit):
+        build_cli(["predict", "--help"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_fit_help_reads_cleanly_and_lists_model_and_data_first(capsys):
+    with pytest.raises(SystemExit):
+        build_cli(["fit", "--help"])
+    text = capsys.readouterr().out
+    assert text.startswith("usage: lightpref fit [--config FILE.yaml")
+    assert text.index("--print_config") < text.index("--model.pretrained")
+    assert text.index("--model.pretrained") < text.index("--data.train_files") < text.index("--trainer.max_steps")
+    assert "``" not in text and ":class:" not in text and ":paramref:" not in text
+    assert "registered names: aot, aot_pair," in " ".join(text.split()) and "known subclasses" not in text
+    assert len(text.splitlines()) < 500
+
+
+def test_commands_that_do_not_train_never_import_lightning():
+    """`lightpref losses`, `--help` and `export --help` start in about a second: Lightning alone takes ~10 s."""
+    code = ("import sys; from lightpref.cli import main\n"
+            "for argv in (['--help'], ['losses'], ['export', '--help']):\n"
+            "    try: main(argv)\n"
+            "    except SystemExit: pass\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,24 @@
 """The entry-point registry: one path for built-in and third-party losses, and clear errors for broken plugins."""
 
+import sys
 import textwrap
+from importlib.metadata import entry_points
 
 import pytest
 
-from lightpref.losses import LossRegistryError, PreferenceLoss, build, loss_class, registered_losses
+from lightpref.cli import main
+from lightpref.losses import (
+    LossRegistryError,
+    PreferenceLoss,
+    build,
+    loss_class,
+    registered_losses,
+    registered_name,
+    registered_names,
+    registry,
+)
 from lightpref.losses.dpo import DPO
+from lightpref.losses.registry import class_path
 
 
 def fake_distribution(root, name, entry_points, modules):
@@ -83,3 +96,52 @@ def test_summary_falls_back_to_docstring(plugins):
     fake_distribution(plugins, "good-plugin", {"good": "good_loss:Good"}, {"good_loss": GOOD})
     assert loss_class("good").one_line_summary() == "A loss that is fine."
     assert issubclass(loss_class("good"), PreferenceLoss)
+
+
+def test_plugin_that_exits_on_import_stops_neither_other_losses_nor_the_cli(plugins, capsys):
+    """A plugin calling sys.exit() (or raising any BaseException) while imported is one listed error, no more."""
+    fake_distribution(plugins, "exiting-plugin", {"exiting": "exiting_loss:Exiting"},
+                      {"exiting_loss": "import sys\nsys.exit(3)\n"})
+    fake_distribution(plugins, "odd-base-plugin", {"odd_base": "odd_base_loss:Odd"},
+                      {"odd_base_loss": "class Stop(BaseException):\n    pass\n\nraise Stop('no')\n"})
+    fake_distribution(plugins, "good-plugin", {"good": "good_loss:Good"}, {"good_loss": GOOD})
+    assert isinstance(build("dpo"), DPO)
+    registry = registered_losses()
+    assert registry["good"].loss_class.__name__ == "Good"
+    assert "sys.exit(3)" in registry["exiting"].error and "exiting-plugin 1.0" in registry["exiting"].error
+    assert "Stop: no" in registry["odd_base"].error
+    assert main(["losses"]) == 1  # listed, and the failures reported
+    out, err = capsys.readouterr()
+    assert {"dpo", "good"} <= {line.split()[0] for line in out.splitlines()[1:]}
+    assert "'exiting'" in err and "'odd_base'" in err
+    with pytest.raises(LossRegistryError, match="sys.exit"):
+        build("exiting")
+
+
+def test_naming_a_loss_imports_only_its_own_module(plugins):
+    fake_distribution(plugins, "lazy-plugin", {"lazy": "lazy_loss:Good"}, {"lazy_loss": GOOD})
+    assert "lazy" in registered_names() and "lazy_loss" not in sys.modules
+    build("dpo")
+    assert "lazy_loss" not in sys.modules
+    assert loss_class("lazy").__name__ == "Good" and "lazy_loss" in sys.modules
+
+
+def test_the_entry_point_group_is_read_once(monkeypatch):
+    reads = []
+
+    def counting_entry_points(**kwargs):
+        reads.append(kwargs)
+        return entry_points(**kwargs)
+
+    registry._claims.cache_clear()
+    monkeypatch.setattr(registry, "entry_points", counting_entry_points)
+    for name in ("dpo", "ipo", "dpo"):
+        loss_class(name)
+    registered_losses()
+    assert len(reads) == 1
+    registry._claims.cache_clear()
+
+
+def test_names_and_class_paths_without_importing():
+    assert class_path("dpo") == "lightpref.losses.dpo.DPO" and class_path("no_such_loss") is None
+    assert registered_name(DPO) == "dpo" and registered_name(PreferenceLoss) is None

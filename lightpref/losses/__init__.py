@@ -1,7 +1,14 @@
 """Preference losses: the base contract, the registry, and lightpref's built-in losses."""
 
 from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss
-from lightpref.losses.registry import LossRegistryError, build, loss_class, registered_losses
+from lightpref.losses.registry import (
+    LossRegistryError,
+    build,
+    loss_class,
+    registered_losses,
+    registered_name,
+    registered_names,
+)
 
 __all__ = [
     "LogProbs",
@@ -11,4 +18,6 @@ __all__ = [
     "build",
     "loss_class",
     "registered_losses",
+    "registered_name",
+    "registered_names",
 ]

@@ -7,18 +7,15 @@ import math
 from torch import Tensor, nn
 
 from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss
-from lightpref.losses.registry import registered_losses
+from lightpref.losses.registry import registered_name
 from lightpref.views import PromptView
 
 
 def default_names(losses: list[PreferenceLoss]) -> list[str]:
     """Each part's registered name (its class name, lower-cased, if unregistered), made unique with ``_2``, …."""
-    registered = {}
-    for name, entry in registered_losses().items():
-        registered.setdefault(entry.loss_class, name)
     names: list[str] = []
     for loss in losses:
-        base = registered.get(type(loss), type(loss).__name__.lower())
+        base = registered_name(type(loss)) or type(loss).__name__.lower()
         name, copy = base, 1
         while name in names:
             copy += 1
@@ -72,6 +69,7 @@ class Mixture(PreferenceLoss):
     """
 
     summary = "weighted sum Σ wᵢ·Lᵢ of losses, each with its own arguments (RPO, MPO, …)"
+    reference_note = "if any part does"  # what `lightpref losses` shows: the parts decide
     length_normalized = False
 
     def __init__(self, losses: list[PreferenceLoss], weights: list[float], names: list[str] | None = None) -> None:

@@ -1,12 +1,16 @@
 """Finding losses by name through the ``lightpref.losses`` entry-point group.
 
 lightpref's own losses are registered in that group by its own ``pyproject.toml``, so built-in and third-party
-losses take this one code path. A plugin that fails to load is reported with its entry point, distribution and
-cause, and never stops the other losses from loading or being listed.
+losses take this one code path. The group is read once (again only when ``sys.path`` changes) and a loss's module
+is imported only when that loss is asked for: naming ``dpo`` never imports a plugin. A plugin that fails to load —
+an ImportError, any other exception, even ``sys.exit()`` during its import — is reported with its entry point,
+distribution and cause, and never stops the other losses from loading or being listed.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -35,6 +39,22 @@ def _distribution(entry_point: EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
 
 
+@functools.lru_cache(maxsize=8)
+def _claims(search_path: tuple[str, ...]) -> dict[str, tuple[EntryPoint, ...]]:
+    """Every name in the group with the entry points claiming it, read from the distributions on ``search_path``."""
+    by_name: dict[str, list[EntryPoint]] = {}
+    for entry_point in entry_points(group=GROUP):
+        claims = by_name.setdefault(entry_point.name, [])
+        if all(claim.value != entry_point.value for claim in claims):  # the same package seen twice is one claim
+            claims.append(entry_point)
+    return {name: tuple(by_name[name]) for name in sorted(by_name)}
+
+
+def _discovered() -> dict[str, tuple[EntryPoint, ...]]:
+    return _claims(tuple(sys.path))
+
+
+@functools.cache
 def _load(entry_point: EntryPoint) -> LossEntry:
     distribution = _distribution(entry_point)
 
@@ -44,48 +64,72 @@ def _load(entry_point: EntryPoint) -> LossEntry:
 
     try:
         loaded = entry_point.load()
-    except Exception as err:  # a broken plugin must not take the registry down with it
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exit_:  # a plugin calling sys.exit() on import must not end the command
+        return failed(f"its import called sys.exit({exit_.code!r})")
+    except BaseException as err:  # a broken plugin must not take the registry down with it
         return failed(f"import failed with {type(err).__name__}: {err}")
     if not (isinstance(loaded, type) and issubclass(loaded, PreferenceLoss)):
         return failed(f"it names {loaded!r}, which is not a subclass of lightpref.losses.PreferenceLoss")
     return LossEntry(entry_point.name, distribution, entry_point.value, loaded)
 
 
+def _entry(name: str, claims: tuple[EntryPoint, ...]) -> LossEntry:
+    if len(claims) > 1:
+        owners = " and ".join(f"{claim.value} from {_distribution(claim)}" for claim in claims)
+        message = f"loss name {name!r} is claimed by more than one plugin: {owners}; uninstall one of them"
+        return LossEntry(name, ", ".join(_distribution(claim) for claim in claims), "", None, message)
+    return _load(claims[0])
+
+
+def registered_names() -> list[str]:
+    """Every name in the entry-point group, in name order, without importing any loss."""
+    return list(_discovered())
+
+
 def registered_losses() -> dict[str, LossEntry]:
     """Every name in the entry-point group, in name order, each loaded or carrying its load error.
 
-    Two entry points claiming one name make that name an error naming both.
+    This imports every loss module (to list summaries); :func:`loss_class` imports only the one asked for. Two entry
+    points claiming one name make that name an error naming both.
     """
-    by_name: dict[str, list[EntryPoint]] = {}
-    for entry_point in entry_points(group=GROUP):
-        claims = by_name.setdefault(entry_point.name, [])
-        if all(claim.value != entry_point.value for claim in claims):  # the same package seen twice is one claim
-            claims.append(entry_point)
-    registry: dict[str, LossEntry] = {}
-    for name in sorted(by_name):
-        claims = by_name[name]
-        if len(claims) > 1:
-            owners = " and ".join(f"{claim.value} from {_distribution(claim)}" for claim in claims)
-            message = f"loss name {name!r} is claimed by more than one plugin: {owners}; uninstall one of them"
-            registry[name] = LossEntry(name, ", ".join(_distribution(c) for c in claims), "", None, message)
-        else:
-            registry[name] = _load(claims[0])
-    return registry
+    return {name: _entry(name, claims) for name, claims in _discovered().items()}
+
+
+def _unknown(name: str) -> LossRegistryError:
+    known = ", ".join(registered_names()) or "none (is lightpref installed, e.g. `pip install -e .`?)"
+    return LossRegistryError(
+        f"unknown loss {name!r}; the losses registered in {GROUP!r} are: {known}. "
+        "Run `lightpref losses` to see them with their summaries."
+    )
 
 
 def loss_class(name: str) -> type[PreferenceLoss]:
     """The loss class registered under ``name``; a clear error when it is unknown or cannot be loaded."""
-    registry = registered_losses()
-    entry = registry.get(name)
-    if entry is None:
-        known = ", ".join(registry) or "none (is lightpref installed, e.g. `pip install -e .`?)"
-        raise LossRegistryError(
-            f"unknown loss {name!r}; the losses registered in {GROUP!r} are: {known}. "
-            "Run `lightpref losses` to see them with their summaries."
-        )
+    claims = _discovered().get(name)
+    if claims is None:
+        raise _unknown(name)
+    entry = _entry(name, claims)
     if entry.loss_class is None:
         raise LossRegistryError(entry.error)
     return entry.loss_class
+
+
+def class_path(name: str) -> str | None:
+    """The dotted class path a registered name points to (``dpo`` → ``lightpref.losses.dpo.DPO``), found without
+    importing anything; ``None`` for an unknown name or one claimed twice."""
+    claims = _discovered().get(name)
+    if claims is None or len(claims) != 1:
+        return None
+    module, _, attribute = claims[0].value.partition(":")
+    return f"{module.strip()}.{attribute.strip()}" if attribute else None
+
+
+def registered_name(loss_type: type) -> str | None:
+    """The name under which ``loss_type`` is registered (the first, in name order), found without importing."""
+    target = f"{loss_type.__module__}.{loss_type.__qualname__}"
+    return next((name for name in registered_names() if class_path(name) == target), None)
 
 
 def build(name: str, **kwargs: object) -> PreferenceLoss:

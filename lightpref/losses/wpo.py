@@ -34,6 +34,7 @@ class WPO(PreferenceLoss):
     """
 
     summary = "WPO: wraps a loss and weights each pair by min(1, exp(ā⁺ + ā⁻)), its on-policy probability"
+    reference_note = "as the wrapped loss"  # what `lightpref losses` shows: the wrapped loss decides
     needs_token_logps = True
     needs_collision_logps = True
 

@@ -1,0 +1,252 @@
+"""The LightningCLI behind ``lightpref fit | validate | test`` (imported only by those commands).
+
+What it adds to Lightning's own CLI:
+
+- a loss given by registered name takes arguments like a class path does: ``--model.loss dpo
+  --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}``;
+- help that reads cleanly: lightpref's model and data options first, Lightning's trainer options by their first
+  sentence, no markup, a short usage line;
+- the run callbacks of :mod:`lightpref.run_callbacks` (a final checkpoint, first/last-step logging, the learning
+  rate, validation at step 0) unless the config brings its own of the same kind;
+- no third-party adverts or warnings about what lightpref does on purpose (see :func:`quiet_known_noise`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing
+import warnings
+from argparse import Action
+from collections.abc import Sequence
+from typing import Any
+
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightpref.data import PreferenceDataModule
+from lightpref.losses import PreferenceLoss
+from lightpref.losses.registry import class_path, registered_names
+from lightpref.module import PreferenceModule
+from lightpref.resume import CheckpointPathCLI
+from lightpref.run_callbacks import with_run_callbacks
+from lightpref.strategies import register_strategies
+
+DESCRIPTIONS = {
+    "fit": "Train a policy. Options are config keys; a value on the command line overrides the config's.",
+    "validate": "Compute the validation metrics (of the untrained policy, or of a checkpoint given by --ckpt_path).",
+    "test": "Compute the metrics on the test split (the validation pairs when there is none).",
+}
+USAGE = "usage: lightpref {command} [--config FILE.yaml …] [--print_config] [--SECTION.KEY VALUE …]\n\n"
+GROUP_TITLES = {
+    "model": "--model.*  the policy, its reference and the loss (lightpref.module.PreferenceModule)",
+    "data": "--data.*  the preference data (lightpref.data.PreferenceDataModule)",
+    "trainer": "--trainer.*  Lightning's Trainer (first sentence of each; details in the Lightning Trainer docs)",
+}
+SHORT_HELP = ("trainer.", "ckpt_path", "weights_only")  # Lightning's own options: their first sentence only
+
+
+# --- registered loss names as class paths ---------------------------------------------------------------------------
+
+def _is_loss_type(typehint: Any) -> bool:
+    if isinstance(typehint, tuple):
+        return any(_is_loss_type(part) for part in typehint)
+    if isinstance(typehint, type):
+        return issubclass(typehint, PreferenceLoss)
+    return any(_is_loss_type(part) for part in typing.get_args(typehint))
+
+
+def resolve_registered_loss_names() -> None:
+    """Teach jsonargparse that a registered loss name (``dpo``) names its class, as a class name (``DPO``) does, and
+    that a new loss starts from its own defaults.
+
+    jsonargparse resolves a short class path by the names of the subclasses already imported, which are class names,
+    not registry names, and only after their plugin was imported. This wraps its resolver so that, for a parameter
+    typed ``PreferenceLoss``, a registered name resolves to the class its entry point names, without importing any
+    other plugin; every other name is resolved as before.
+
+    When a later config or flag changes the class, jsonargparse keeps the earlier class's arguments that the new one
+    also accepts — defaults included. For losses that is wrong: ``--model.loss simpo`` over a config's ``loss: dpo``
+    would train SimPO with DPO's β = 0.1 instead of its own 2.0. So a loss given anew drops the old loss's arguments;
+    arguments given after it (``--model.loss simpo --model.loss.init_args.beta 2.5``) apply as usual.
+    """
+    from jsonargparse import _typehints
+
+    resolve_original = _typehints.resolve_class_path_by_name
+    if getattr(resolve_original, "resolves_loss_names", False):
+        return
+    discard_original = _typehints.discard_init_args_on_class_path_change
+
+    def resolve(cls: Any, name: str) -> str:
+        if isinstance(name, str) and "." not in name and _is_loss_type(cls):
+            path = class_path(name)
+            if path is not None:
+                return path
+        return resolve_original(cls, name)
+
+    def discard(parser_or_action: Any, previous: Any, value: Any) -> None:
+        if previous and "init_args" in previous and previous["class_path"] != value["class_path"]:
+            if _is_loss_type(_importable(value["class_path"])):
+                previous = _typehints.subclass_spec_as_namespace(previous)
+                for key in list(previous.init_args.keys()):
+                    previous.init_args.pop(key)
+                return
+        discard_original(parser_or_action, previous, value)
+
+    resolve.resolves_loss_names = True  # type: ignore[attr-defined]
+    _typehints.resolve_class_path_by_name = resolve
+    _typehints.discard_init_args_on_class_path_change = discard
+
+
+def _importable(path: Any) -> Any:
+    from jsonargparse._util import import_object
+
+    try:
+        return import_object(path)
+    except Exception:  # not a class path: jsonargparse reports it as it does any other
+        return None
+
+
+# --- help ------------------------------------------------------------------------------------------------------------
+
+_RST = [
+    (re.compile(r"``(.+?)``"), r"\1"),  # ``x`` → x
+    (re.compile(r":[a-z]+:`~[\w.]*?\.?(\w+)`"), r"\1"),  # :class:`~a.b.C` → C
+    (re.compile(r":[a-z]+:`([^`<]+?)\s*<[^>]*>`"), r"\1"),  # :ref:`text <target>` → text
+    (re.compile(r":[a-z]+:`([^`]+)`"), r"\1"),  # :class:`a.b.C` → a.b.C
+    (re.compile(r"`([^`<]+?)\s*<([^>]+)>`_+"), r"\1 (\2)"),  # `text <url>`_ → text (url)
+]
+_KNOWN_SUBCLASSES = re.compile(r", known subclasses: [^)]*")
+
+
+def plain_text(text: str) -> str:
+    """Help text without reStructuredText markup."""
+    for pattern, replacement in _RST:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a (docstring) help text, on one line."""
+    text = " ".join(text.split())
+    match = re.search(r"(?<![.:])\.(\s|$)", text)
+    return text[: match.start() + 1] if match else text
+
+
+class HelpFormatter(DefaultHelpFormatter):
+    """Help without markup or subclass lists; Lightning's long option texts cut to their first sentence."""
+
+    def _format_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> str:
+        command = self._prog.split()[-1]
+        return USAGE.format(command=command if command in DESCRIPTIONS else "fit")
+
+    def _get_help_string(self, action: Action) -> str:
+        original = action.help
+        if isinstance(original, str) and action.dest.startswith(SHORT_HELP):
+            action.help = first_sentence(original)
+        try:
+            text = super()._get_help_string(action)
+        finally:
+            action.help = original
+        if _is_loss_type(getattr(action, "_typehint", None)):
+            text = _KNOWN_SUBCLASSES.sub(", registered names: " + ", ".join(registered_names()), text)
+        return plain_text(_KNOWN_SUBCLASSES.sub("", text))
+
+
+def arrange_help(parser: LightningArgumentParser) -> None:
+    """Titles that say what each section is, and the general options, model and data before the trainer's."""
+    groups = getattr(parser, "groups", None) or {}
+    for key, title in GROUP_TITLES.items():
+        if key in groups:
+            groups[key].title = title
+    for group in parser._action_groups:
+        if any(action.dest == "ckpt_path" for action in group._group_actions):
+            group.title = "--ckpt_path  resume a run (`last`: the newest last.ckpt of the run's checkpoint directory)"
+    first = [parser._optionals, *(groups[key] for key in ("model", "data") if key in groups)]
+    parser._action_groups = first + [group for group in parser._action_groups if group not in first]
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------------
+
+class PreferenceCLI(CheckpointPathCLI, LightningCLI):
+    """LightningCLI with the values the model and the data share linked, so each is written once."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        commands = LightningCLI.subcommands()
+        return {name: skip for name, skip in commands.items() if name in DESCRIPTIONS}  # no `predict`: no use here
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("model.pretrained", "data.tokenizer")
+        parser.link_arguments("model.gguf_file", "data.gguf_file")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        arrange_help(parser)
+        return parser
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        given = config.get("callbacks") or []
+        given = list(given) if isinstance(given, Sequence) else [given]
+        callbacks = with_run_callbacks(
+            given,
+            checkpointing=config.get("enable_checkpointing") is not False,
+            progress_bar=config.get("enable_progress_bar") is not False,
+            logging=config.get("logger") is not False,
+        )
+        return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith("💡 Tip")
+
+
+def quiet_known_noise() -> None:
+    """Silence what a lightpref run prints without it concerning the user.
+
+    - Lightning's "💡 Tip" adverts for its cloud products;
+    - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
+      (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
+    - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
+    - "The number of training batches is smaller than the logging interval": the first and last steps are logged
+      anyway (:class:`~lightpref.run_callbacks.LogFirstAndLastStep`);
+    - Lightning's own use of torch's deprecated ``LeafSpec`` and of jsonargparse's deprecated calls;
+      transformers' deprecation of ``is_gradient_checkpointing``, which peft reads; peft's ``loftq_config``
+      warning, raised because the config parser fills every LoraConfig field with its default.
+    """
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_a_tip not in rank_zero_log.filters:
+        rank_zero_log.addFilter(_not_a_tip)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`loftq_config` specified but will be ignored")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="lightning.pytorch.cli")
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+
+
+def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
+    """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates."""
+    args = None if args is None else list(args)
+    if not run and args and args[0] in DESCRIPTIONS:
+        args = args[1:]  # without running, LightningCLI takes no subcommand
+    register_strategies()  # `--trainer.strategy fsdp2`
+    resolve_registered_loss_names()
+    quiet_known_noise()
+    parser_kwargs: dict[str, Any] = {"prog": "lightpref", "formatter_class": HelpFormatter}
+    if run:
+        for command, description in DESCRIPTIONS.items():
+            parser_kwargs[command] = {"formatter_class": HelpFormatter, "description": description}
+    return PreferenceCLI(
+        PreferenceModule,
+        PreferenceDataModule,
+        args=args,
+        run=run,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # the module's own `optimizer`/`lr_scheduler` are the ones to set
+        parser_kwargs=parser_kwargs,
+    )
