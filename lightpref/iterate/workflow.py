@@ -92,7 +92,7 @@ def instantiate(name: str, section: Namespace) -> Any:
     """The object of one config section, built afresh (each round gets its own module, loss and optimiser)."""
     parser = LightningArgumentParser(env_prefix="")
     add_section(parser, name)
-    return getattr(parser.instantiate_classes(Namespace(**{name: section})), name)
+    return getattr(parser.instantiate(Namespace(**{name: section})), name)
 
 
 class FaultHook(Callback):
@@ -317,7 +317,8 @@ def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
     out = Path(config.iterate.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if rank_and_world()[0] == 0:
-        check_resume(out, json.loads(parser.dump(config, format="json", skip_check=True)), config.ckpt_path == "last")
+        settings = json.loads(parser.dump(config, format="json", skip_validation=True))
+        check_resume(out, settings, config.ckpt_path == "last")
     barrier()
     seed_everything(config.seed_everything, verbose=False)
     iteration = instantiate("iterate", config.iterate)
