@@ -132,6 +132,11 @@ def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeyp
                 build_dataset.parse_args(arguments[1:])
         else:
             assert build_dataset.parse_args(arguments[1:]).output is not None
+    elif command == "iterate":  # parsed and its `iterate` section built; the rounds are tests/iterate's
+        from lightpref.iterate.workflow import build_parser, instantiate
+
+        config = build_parser().parse_args(arguments[1:])
+        assert instantiate("iterate", config.iterate).rounds >= 1
     else:
         pytest.fail(f"{source.name} documents `lightpref {' '.join(arguments)}`, which is not a lightpref command")
 
@@ -156,6 +161,14 @@ def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snipp
     for module in re.findall(r"class_path: (\w+)\.", snippet):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"the snippet needs {module!r}, which is not installed here")
+    if "iterate" in yaml.safe_load(snippet):  # a `lightpref iterate` section: parsed on top of its shipped config
+        from lightpref.iterate.workflow import build_parser
+
+        (tmp_path / "snippet.yaml").write_text(snippet)
+        config = build_parser().parse_args(["--config", str(REPO / "configs" / "iterative_dpo.yaml"),
+                                            "--config", str(tmp_path / "snippet.yaml")])
+        assert config.iterate.reward is not None
+        return
     monkeypatch.chdir(tmp_path)
     for name in set(re.findall(r"\bdata/[\w./*-]+", snippet)):
         path = tmp_path / name.replace("*", "example")  # a pattern stands for the one file that matches it

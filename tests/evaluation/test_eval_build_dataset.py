@@ -99,8 +99,14 @@ def test_the_script_reads_a_prompt_file(tiny_checkpoint, tmp_path, capsys):
     prompts.write_text("Human: hello\n\nThe quick brown fox\n")
     output = tmp_path / "cli.jsonl"
     assert main(["--model", str(tiny_checkpoint), "--prompts", str(prompts), "--reward",
-                 "lightpref.evaluation.CompletionLength", "--output", str(output), "--max-new-tokens", "6",
-                 "--samples-per-prompt", "3", "--no-chat-template"]) == 0
+                 "lightpref.evaluation.CompletionLength", "--reward-args", '{"unit": "words"}', "--output", str(output),
+                 "--max-new-tokens", "6", "--samples-per-prompt", "3", "--no-chat-template"]) == 0
     assert "from 2 prompts written to" in capsys.readouterr().out
+    assert read(output)
+    for pair in read(output):  # --reward-args reached the reward: words, not characters
+        assert (pair["chosen_reward"], pair["rejected_reward"]) == (len(pair["chosen"].split()),
+                                                                    len(pair["rejected"].split()))
+    with pytest.raises(ValueError, match="--reward-args must be a JSON object"):
+        main(["--model", str(tiny_checkpoint), "--output", str(output), "--reward-args", "unit=words"])
     assert {row["prompt"] for row in read(output.with_name("cli.jsonl.progress"))} == {"Human: hello",
                                                                                        "The quick brown fox"}

@@ -1,0 +1,338 @@
+"""``lightpref iterate --config FILE.yaml``: on-policy preference rounds through the normal Lightning ``Trainer``.
+
+Each round r = 1..R: sample K completions per prompt from the round's starting policy (the initial model, then the
+previous round's trained policy), score them with the reward, pair them with the pairing rule, and train one round
+of ``model.loss`` on those pairs with :class:`~lightpref.module.PreferenceModule` and
+:class:`~lightpref.data.PreferenceDataModule`, built from the config's ``model`` and ``data`` sections. After each
+round (and once for the initial model) the policy is sampled on held-out prompts: the mean reward and KL(π‖π_init)
+(and, with ``update_reference``, KL to the round's reference) go to TensorBoard under ``<out_dir>/rounds``.
+
+Layout of ``out_dir`` (everything a user may inspect)::
+
+    config.yaml                      the parsed config of the run (checked on resume)
+    round_0/eval.json                held-out reward of the initial model
+    round_<r>/samples/               every chunk's samples and rewards (JSON)
+    round_<r>/pairs.jsonl            the round's preference pairs (a dataset ``lightpref fit`` reads)
+    round_<r>/pair_stats.json        sample reward, pair count, reward gap
+    round_<r>/checkpoints/last.ckpt  the round's training checkpoint (deleted once the round's policy is saved,
+                                     unless ``iterate.keep_checkpoints``)
+    round_<r>/train/                 the round's training TensorBoard logs
+    round_<r>/policy/                the trained policy and tokenizer (Hugging Face format)
+    round_<r>/eval.json, eval_samples.jsonl
+    rounds/                          TensorBoard: per-round held-out reward, KL, pair statistics
+
+``--ckpt_path last`` continues a stopped run: finished stages are read back, a round's sampling continues at the
+first chunk without samples, and training continues from the round's ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import ActionConfigFile, Namespace
+from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from lightpref.data import PreferenceDataModule
+from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
+from lightpref.export import save_policy
+from lightpref.io import atomic_write_text, fingerprint
+from lightpref.iterate.settings import Iteration
+from lightpref.iterate.stages import (
+    barrier,
+    chunks_of,
+    collect_pairs,
+    fault_point,
+    rank_and_world,
+    sample_and_score,
+    write_jsonl,
+)
+from lightpref.module import PreferenceModule
+from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
+
+DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
+                    "val_split", "records", "prompt_views"}
+TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpointing"}
+RESUME_FREE_KEYS = {"config", "ckpt_path", "trainer"}  # may differ when a run is continued (e.g. more devices)
+
+
+def build_parser() -> LightningArgumentParser:
+    """The parser of ``lightpref iterate``."""
+    parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="")
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
+    parser.add_argument("--ckpt_path", type=str | None, default=None,
+                        help="`last`: continue the run stopped in iterate.out_dir where it stopped")
+    parser.add_argument("--seed_everything", type=int, default=0, help="global seed (round r uses seed + r)")
+    add_section(parser, "iterate")
+    add_section(parser, "model")
+    parser.add_class_arguments(PreferenceDataModule, "data", skip=DATA_SOURCE_KEYS, instantiate=False)
+    parser.add_class_arguments(Trainer, "trainer", skip=TRAINER_OWN_KEYS, instantiate=False, fail_untyped=False)
+    return parser
+
+
+def add_section(parser: LightningArgumentParser, name: str) -> None:
+    """The ``iterate`` (:class:`Iteration`) or ``model`` (:class:`PreferenceModule`) section of the config."""
+    if name == "iterate":
+        parser.add_class_arguments(Iteration, "iterate", sub_configs=True)
+    else:
+        parser.add_class_arguments(PreferenceModule, "model", skip={"export_dir"}, sub_configs=True)
+
+
+def instantiate(name: str, section: Namespace) -> Any:
+    """The object of one config section, built afresh (each round gets its own module, loss and optimiser)."""
+    parser = LightningArgumentParser(env_prefix="")
+    add_section(parser, name)
+    return getattr(parser.instantiate(Namespace(**{name: section})), name)
+
+
+class FaultHook(Callback):
+    """Calls :func:`~lightpref.iterate.stages.fault_point` after every training step (the resume tests' hook)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        fault_point(f"{self.prefix}:step:{trainer.global_step}")
+
+
+class IterativeRun:
+    """One ``lightpref iterate`` run: the parsed config and the state on disk under ``iterate.out_dir``."""
+
+    def __init__(self, config: Namespace, iteration: Iteration) -> None:
+        self.config, self.iteration = config, iteration
+        self.out = Path(iteration.out_dir)
+        model = config.model
+        self.initial = (model.pretrained, model.gguf_file)
+        self.tokenizer = load_tokenizer(model.pretrained, model.gguf_file, model.trust_remote_code)
+        chat = iteration.chat_template
+        self.chat = bool(getattr(self.tokenizer, "chat_template", None)) if chat is None else chat
+        self.sampling = SamplingSettings(**{**vars(iteration.sampling), "chat_template": self.chat})
+        if (model.peft is not None or model.sft_adapter is not None) and not iteration.update_reference \
+                and iteration.rounds > 1:
+            raise ValueError("with `model.peft`/`model.sft_adapter` the reference is the adapter-free base, which from "
+                             "round 2 on is the previous round's policy: set `iterate.update_reference: true`")
+        self.rank = rank_and_world()[0]
+        accelerator = str(getattr(config.trainer, "accelerator", "auto"))
+        on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+        # sampling and held-out evaluation run on this process's GPU, outside the Trainer
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if on_gpu else torch.device("cpu")
+        self._initial_model: nn.Module | None = None
+
+    # --- models ---------------------------------------------------------------------------------------------------
+
+    def policy_source(self, round_: int) -> tuple[str, str | None]:
+        """(pretrained, gguf_file) of the policy that starts round ``round_``."""
+        return self.initial if round_ == 1 else (str(self.round_dir(round_ - 1) / "policy"), None)
+
+    def load(self, source: tuple[str, str | None]) -> nn.Module:
+        model = self.config.model
+        return load_model(source[0], gguf_file=source[1], dtype=model.dtype, trust_remote_code=model.trust_remote_code,
+                          attn_implementation=model.attn_implementation).to(self.device)
+
+    def initial_model(self) -> nn.Module:
+        if self._initial_model is None:
+            self._initial_model = self.load(self.initial).requires_grad_(False)
+        return self._initial_model
+
+    def round_dir(self, round_: int) -> Path:
+        return self.out / f"round_{round_}"
+
+    # --- the run ----------------------------------------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, float]]:
+        """All rounds (finished ones are skipped); returns each round's logged metrics, round 0 first."""
+        logger = TensorBoardLogger(self.out, name="", version="rounds", default_hp_metric=False)
+        history = [self.evaluate(0, logger)]
+        for round_ in range(1, self.iteration.rounds + 1):
+            directory = self.round_dir(round_)
+            if not (directory / "pairs.jsonl").is_file():
+                self.make_pairs(round_)
+            if not (directory / "policy").is_dir():
+                self.train(round_)
+            history.append(self.evaluate(round_, logger))
+        return history
+
+    def make_pairs(self, round_: int) -> None:
+        directory = self.round_dir(round_)
+        chunks = chunks_of(self.iteration.round_prompts(round_), self.iteration.prompts_per_chunk)
+        settings = SamplingSettings(**{**vars(self.sampling), "seed": self.iteration.seed * 1009 + round_})
+        sample_and_score(lambda: self.load(self.policy_source(round_)), self.tokenizer, chunks, self.iteration.reward,
+                         settings, self.iteration.samples_per_prompt, directory / "samples", f"round{round_}")
+        fault_point(f"round{round_}:scored")
+        barrier()
+        if self.rank == 0:
+            records, stats = collect_pairs(directory / "samples", len(chunks), self.iteration.samples_per_prompt,
+                                           self.iteration.pairing, self.chat)
+            if not records:
+                raise ValueError(f"round {round_} produced no pairs (every prompt's samples tied within "
+                                 f"`iterate.pairing` min_gap); sample more per prompt or lower the gap")
+            atomic_write_text(directory / "pair_stats.json", json.dumps(stats, indent=1))
+            write_jsonl(directory / "pairs.jsonl", records)
+        barrier()
+        fault_point(f"round{round_}:paired")
+
+    def module(self, round_: int) -> PreferenceModule:
+        """The round's module: the policy starts where the round starts, the reference per ``update_reference``."""
+        model = Namespace(**vars(self.config.model))
+        model.pretrained, model.gguf_file = self.policy_source(round_)
+        if round_ > 1 and not self.iteration.update_reference and model.reference is None:
+            pretrained, gguf_file = self.initial
+            model.reference = str(converted_gguf(pretrained, gguf_file)) if gguf_file else pretrained
+        elif self.iteration.update_reference:
+            model.reference = None  # a frozen copy of the round's starting policy
+        module = instantiate("model", model)
+        module.export_dir = None  # the policy is saved by the run, atomically
+        return module
+
+    def data(self, round_: int) -> PreferenceDataModule:
+        """The round's DataModule: its pairs, shuffled with ``data.seed + round``."""
+        data_settings = {key: value for key, value in vars(self.config.data).items() if key != "__path__"}
+        data_settings["seed"] = data_settings.get("seed", 0) + round_
+        return PreferenceDataModule(tokenizer=self.tokenizer, train_files=str(self.round_dir(round_) / "pairs.jsonl"),
+                                    **data_settings)
+
+    def train(self, round_: int) -> None:
+        directory = self.round_dir(round_)
+        seed_everything(self.config.seed_everything + round_, verbose=False)
+        module, data = self.module(round_), self.data(round_)
+        checkpoints = directory / "checkpoints"
+        trainer_settings = {key: value for key, value in vars(self.config.trainer).items() if key != "__path__"}
+        trainer = Trainer(
+            **trainer_settings,
+            default_root_dir=str(directory),
+            logger=TensorBoardLogger(directory, name="", version="train"),
+            callbacks=[ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=self.iteration.checkpoint_every_n_steps,
+                                       save_top_k=0, save_last=True),
+                       FaultHook(f"round{round_}")],
+        )
+        last = checkpoints / "last.ckpt"
+        trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
+        fault_point(f"round{round_}:trained")
+        if trainer.is_global_zero:
+            staging = directory / "policy.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            save_policy(module.policy, staging, self.tokenizer)
+            os.replace(staging, directory / "policy")
+            if not self.iteration.keep_checkpoints:
+                shutil.rmtree(checkpoints, ignore_errors=True)  # the saved policy supersedes them
+        barrier()
+        fault_point(f"round{round_}:saved")
+
+    def evaluate(self, round_: int, logger: TensorBoardLogger) -> dict[str, float]:
+        """Held-out reward and KL of the policy after ``round_`` rounds (read back if already measured)."""
+        path = self.round_dir(round_) / "eval.json"
+        if not path.is_file() and self.rank == 0:
+            metrics = self._measure(round_)
+            stats_path = self.round_dir(round_) / "pair_stats.json"
+            if stats_path.is_file():
+                metrics.update(json.loads(stats_path.read_text()))
+            atomic_write_text(path, json.dumps(metrics, indent=1))
+            logger.log_metrics(metrics, step=round_)
+            logger.save()
+        barrier()
+        return json.loads(path.read_text())
+
+    def _measure(self, round_: int) -> dict[str, float]:
+        settings = SamplingSettings(**{**vars(self.sampling), "seed": self.iteration.seed})
+        initial = self.initial_model()
+        policy = initial if round_ == 0 else self.load((str(self.round_dir(round_) / "policy"), None))
+        reference = None if round_ == 0 else initial
+        evaluation = evaluate_policy(policy, reference, self.tokenizer, self.iteration.eval_prompts,
+                                     self.iteration.reward, settings)
+        kl = evaluation.kl.tolist() if evaluation.kl is not None else [0.0] * len(evaluation.rewards)
+        metrics = {"heldout/reward": evaluation.mean_reward, "heldout/kl": sum(kl) / len(kl),
+                   "heldout/length": evaluation.mean_length}
+        if self.iteration.update_reference and round_ > 1:
+            start = self.load(self.policy_source(round_))
+            pad = self.tokenizer.pad_token_id
+            metrics["heldout/kl_round_reference"] = (
+                sequence_logprobs(policy, evaluation.samples, pad, settings.batch_size)
+                - sequence_logprobs(start, evaluation.samples, pad, settings.batch_size)
+            ).mean().item()
+        rows = [{"prompt": prompt, "completion": text, "reward": reward, "kl": value}
+                for prompt, text, reward, value in zip(evaluation.samples.prompts, evaluation.samples.texts,
+                                                       evaluation.rewards.tolist(), kl, strict=True)]
+        write_jsonl(self.round_dir(round_) / "eval_samples.jsonl", rows)
+        return metrics
+
+
+def check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
+    """Refuse to mix runs: a fresh run needs an empty ``out_dir``; a resumed one the same settings."""
+    saved = out / "config.json"
+    settings = {key: value for key, value in config.items() if key not in RESUME_FREE_KEYS}
+    if saved.is_file():
+        if not resume:
+            raise ValueError(f"{out} already holds a `lightpref iterate` run: pass `--ckpt_path last` to continue it, "
+                             f"or choose another `--iterate.out_dir`")
+        before = json.loads(saved.read_text())
+        changed = sorted(key for key in set(before) | set(settings)
+                         if fingerprint({"v": before.get(key)}) != fingerprint({"v": settings.get(key)}))
+        if changed:
+            raise ValueError(f"cannot continue the run in {out}: its settings differ in {', '.join(changed)}; "
+                             f"continue with the original config (see {saved}) or choose another `--iterate.out_dir`")
+    else:  # nothing to continue (`--ckpt_path last` then starts the run)
+        atomic_write_text(saved, json.dumps(json.loads(json.dumps(settings, default=repr)), indent=1, sort_keys=True))
+
+
+def check_launch(trainer: Namespace) -> None:
+    """Several devices need ``torchrun``: Lightning's own launcher would restart the whole workflow in every process
+    at the first ``fit``, after rank 0 had sampled alone."""
+    if "RANK" in os.environ:  # torchrun (or SLURM through it) started every process
+        return
+    devices, accelerator = getattr(trainer, "devices", "auto"), str(getattr(trainer, "accelerator", "auto"))
+    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if devices in ("auto", -1, "-1"):
+        count = max(gpus, 1)
+    elif isinstance(devices, (list, tuple)):
+        count = len(devices)
+    else:
+        count = int(str(devices).rstrip(","))
+    if count * int(getattr(trainer, "num_nodes", 1) or 1) > 1:
+        raise ValueError(f"`trainer.devices` gives {count} devices: start `lightpref iterate` with torchrun, one "
+                         "process per device (`torchrun --nproc_per_node N -m lightpref iterate --config …`), so "
+                         "that every process samples its share of the prompts; or set `--trainer.devices 1`")
+
+
+def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
+    """Parse ``argv`` (as the command line) and run, or continue, the rounds; returns each round's metrics."""
+    parser = build_parser()
+    config = parser.parse_args(list(argv))
+    if config.ckpt_path not in (None, "last"):
+        raise ValueError(f"--ckpt_path must be `last` (continue the run in iterate.out_dir), got {config.ckpt_path!r}")
+    for key in ("strategy",):
+        if "fsdp" in str(getattr(config.trainer, key, "")).lower():
+            raise ValueError("lightpref iterate supports single-device and DDP training; `trainer.strategy` "
+                             f"{getattr(config.trainer, key)!r} shards the policy, which it cannot yet save per round")
+    check_launch(config.trainer)
+    out = Path(config.iterate.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank_and_world()[0] == 0:
+        settings = json.loads(parser.dump(config, format="json", skip_validation=True))
+        check_resume(out, settings, config.ckpt_path == "last")
+    barrier()
+    seed_everything(config.seed_everything, verbose=False)
+    iteration = instantiate("iterate", config.iterate)
+    return IterativeRun(config, iteration).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    history = run_iterate(sys.argv[1:] if argv is None else argv)
+    for round_, metrics in enumerate(history):
+        pairs = f", {metrics['pairs/count']:.0f} pairs" if "pairs/count" in metrics else ""
+        print(f"round {round_}: held-out reward {metrics['heldout/reward']:.4f}, "
+              f"KL {metrics['heldout/kl']:.3f}{pairs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
