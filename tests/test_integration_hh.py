@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import HH_SAMPLE
+from pairs_support import HH_SAMPLE
 from transformers import AutoModelForCausalLM
 
 from lightpref.cli import build_cli

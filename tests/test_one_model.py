@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_pairs
 from lightning.pytorch import Callback, Trainer
+from pairs_support import write_pairs
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM
 
