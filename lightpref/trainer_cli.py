@@ -180,6 +180,7 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.pretrained", "data.tokenizer")
         parser.link_arguments("model.gguf_file", "data.gguf_file")
+        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")  # one flag for model and tokenizer
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

@@ -79,6 +79,13 @@ def test_loss_by_registered_name_and_repeated_configs(tiny_checkpoint, pairs_fil
     assert isinstance(cli.model.loss, IPO) and cli.datamodule.batch_size == 2
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+def test_the_model_trust_flag_also_reaches_the_tokenizer(trusted, tiny_checkpoint, pairs_file, tmp_path):
+    config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
+    cli = build_cli(["fit", "--config", str(config), "--model.trust_remote_code", str(trusted).lower()], run=False)
+    assert cli.datamodule.trust_remote_code is trusted and cli.model.source.trust_remote_code is trusted
+
+
 def test_unknown_loss_name_lists_the_registered_ones(tiny_checkpoint, pairs_file, tmp_path):
     config = write_config(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path)
     with pytest.raises(LossRegistryError) as error:
