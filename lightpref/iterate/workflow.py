@@ -59,6 +59,7 @@ from lightpref.iterate.stages import (
 )
 from lightpref.module import PreferenceModule
 from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.trainer_cli import resolve_registered_loss_names
 
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
                     "val_split", "records", "prompt_views"}
@@ -67,7 +68,8 @@ RESUME_FREE_KEYS = {"config", "ckpt_path", "trainer"}  # may differ when a run i
 
 
 def build_parser() -> LightningArgumentParser:
-    """The parser of ``lightpref iterate``."""
+    """The parser of ``lightpref iterate``: loss names take arguments as they do for ``lightpref fit``."""
+    resolve_registered_loss_names()  # otherwise `loss: dpo` stays a bare name here and becomes a class path in fit
     parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="")
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
