@@ -67,7 +67,12 @@ def unsafe(path: Path | str, detail: str) -> UnsafeCheckpointError:
 
 
 class MetadataUnpickler(pickle.Unpickler):
-    """An unpickler that builds only the classes a distributed checkpoint's ``.metadata`` holds (and torch dtypes)."""
+    """An unpickler that builds only the classes a distributed checkpoint's ``.metadata`` holds (and torch dtypes).
+
+    Why an unpickler at all: PyTorch writes ``.metadata`` with plain ``pickle`` and has no other reader for it. This one
+    refuses every global outside the list below, so a file naming ``os.system`` (or anything else) fails before
+    anything is called; lightpref's sharded loads read the file through it too (:class:`SafeFileSystemReader`).
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         if name in _METADATA_CLASSES.get(module, ()):

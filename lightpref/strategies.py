@@ -128,6 +128,8 @@ class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
         )
 
         meta_file = path / SHARDED_METADATA
+        # a full unpickle only when the caller asked for it in so many words (`weights_only=False`); else tensors and
+        # plain values only
         metadata = torch.load(meta_file, weights_only=False) if weights_only is False else torch_load(meta_file)
         extra_states = metadata.pop(EXTRA_STATES, {})
         state = {key: value for key, value in get_model_state_dict(self.model).items()
