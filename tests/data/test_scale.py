@@ -101,6 +101,25 @@ def test_two_processes_write_a_cache_byte_identical_to_one(tokenizer, tmp_path: 
     assert len(one.train_dataset) == 44 and one.stats["train"]["prompts_truncated"] > 0
 
 
+def test_the_parent_collects_no_shared_objects_while_workers_run(tokenizer, monkeypatch):
+    """A full collection in the parent writes to every page of objects the forked workers share (measured: +107 MiB
+    PSS at 200k pairs), so the objects stay frozen while the workers live, and are unfrozen when they stop."""
+    import gc
+
+    from lightpref.data.formats import PreferenceExample
+
+    monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 2)
+    chunks = [[(f"r{i}", PreferenceExample(f"Q{i}?", " yes", " no"))] for i in range(4)]
+    job = pipeline.TokenizeJob(tokenizer, max_length=16, max_prompt_length=8)
+    frozen = []
+    with pipeline.ChunkTokenizer(job, num_proc=2) as chunk_tokenizer:
+        for batch, _ in chunk_tokenizer.map(chunks):
+            frozen.append(gc.get_freeze_count())
+        assert chunk_tokenizer._pool is not None  # the chunks went to workers
+    assert len(frozen) == 4 and min(frozen) > 0
+    assert gc.get_freeze_count() == 0
+
+
 def dying_worker(chunk):
     """A worker killed mid-task (as the out-of-memory killer would)."""
     os._exit(1)
