@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
-import random
-from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
-from torch.utils.data import Dataset as TorchDataset
 from transformers import PreTrainedTokenizerBase
 
 from lightpref.data import cache
 from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
-from lightpref.data.formats import FORMATS, Format
-from lightpref.data.mixture import DataSource, mixture_indices
-from lightpref.data.pipeline import ChunkTokenizer, SourceGroup, TokenizeJob, default_num_proc, write_split
+from lightpref.data.formats import Format
+from lightpref.data.inputs import DataInputs
+from lightpref.data.mixture import DataSource
+from lightpref.data.pipeline import ChunkTokenizer, TokenizeJob, default_num_proc, write_split
 from lightpref.data.sampling import resumable
+from lightpref.data.splits import IndexedRows, log_counts, training_positions
 from lightpref.data.streaming import StreamingPairs
 from lightpref.data.token_budget import token_budget, token_lengths
 from lightpref.data.tokenize import check_lengths
-from lightpref.io import file_sha256
 from lightpref.views import PromptView
-
-Source = tuple[Any, Callable[[], Iterator[data_sources.Row]]]  # (what identifies its content, its rows)
 
 
 class PreferenceDataModule(LightningDataModule):
@@ -110,28 +105,13 @@ class PreferenceDataModule(LightningDataModule):
         super().__init__()
         ignore = ["records", "prompt_views"] + ([] if isinstance(tokenizer, str) else ["tokenizer"])
         self.save_hyperparameters(ignore=ignore)
-        if sum(source is not None for source in (train_files, hub_dataset, records, sources)) != 1:
-            raise ValueError("give exactly one training source: `train_files`, `hub_dataset`, `records` or `sources`")
-        self.sources = [DataSource(**entry) if isinstance(entry, Mapping) else entry for entry in sources or []]
-        for number, entry in enumerate(self.sources):
-            entry.check(f"sources[{number}]")
-        if sources is not None and not self.sources:
-            raise ValueError("`sources` is empty; give at least one source")
+        self.inputs = DataInputs(train_files, val_files, hub_dataset, hub_config, train_split, val_split, records,
+                                 sources, format, val_fraction)
         if streaming and (hub_dataset is None or val_fraction or max_tokens_per_batch is not None):
             raise ValueError(
                 "`streaming: true` streams `hub_dataset` and needs neither `val_fraction` nor `max_tokens_per_batch`; "
                 "set `hub_dataset`, drop those options, or set `streaming: false`"
             )
-        if val_split is not None and hub_dataset is None:
-            raise ValueError("`val_split` names a split of `hub_dataset`; set `hub_dataset` or use `val_files`")
-        if val_files is not None and val_split is not None:
-            raise ValueError("give one validation source: `val_files` or `val_split`, not both")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"`val_fraction` must be in [0, 1), got {val_fraction!r}")
-        if val_fraction and (val_files is not None or val_split is not None):
-            raise ValueError("`val_fraction` splits the training data when there is no validation source; drop one")
-        if format not in FORMATS:
-            raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
         check_lengths(max_length, max_prompt_length)
         minimums = {"batch_size": (batch_size, 1), "val_batch_size": (val_batch_size, 1)}
         minimums.update(num_workers=(num_workers, 0), pad_to_multiple_of=(pad_to_multiple_of, 1))
@@ -142,11 +122,8 @@ class PreferenceDataModule(LightningDataModule):
         self.tokenizer: PreTrainedTokenizerBase | None = None if isinstance(tokenizer, str) else tokenizer
         self.tokenizer_source = tokenizer if isinstance(tokenizer, str) else None
         self.gguf_file, self.trust_remote_code = gguf_file, trust_remote_code
-        self.train_paths = data_sources.expand_files(train_files, "train_files")
-        self.val_paths = data_sources.expand_files(val_files, "val_files")
-        self.hub_dataset, self.hub_config = hub_dataset, hub_config
-        self.train_split, self.val_split = train_split, val_split
-        self.records, self.val_fraction, self.format = records, val_fraction, format
+        self.train_paths = self.inputs.train_paths  # the training files (recorded in checkpoints)
+        self.hub_dataset, self.hub_config, self.val_fraction = hub_dataset, hub_config, val_fraction
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.skip_invalid, self.shuffle, self.seed = num_workers, skip_invalid, shuffle, seed
@@ -154,15 +131,11 @@ class PreferenceDataModule(LightningDataModule):
         self.max_tokens_per_batch = max_tokens_per_batch
         self.num_proc = default_num_proc() if num_proc is None else num_proc
         self.streaming = streaming
-        self.source_paths = [data_sources.expand_files(entry.files, f"sources[{number}].files")
-                             for number, entry in enumerate(self.sources)]
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         self.prompt_views = prompt_views
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.stats: dict[str, dict[str, Any]] = {}
-        self._hub: dict[tuple[str, str | None, str], Any] = {}
-        self._digests: dict[tuple[Path, int, int], str] = {}
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer (loaded once), with EOS as pad token when it has none."""
@@ -188,7 +161,7 @@ class PreferenceDataModule(LightningDataModule):
         tokenisation setting and the views."""
         tokenizer = self.load_tokenizer()
         parts = {
-            split: [[group.format, [key for key, _ in found]] for group, found in self._groups(split)]
+            split: [[group.format, [key for key, _ in found]] for group, found in self.inputs.groups(split)]
             for split in ("train", "val")
         }
         parts.update(
@@ -210,7 +183,7 @@ class PreferenceDataModule(LightningDataModule):
         with cache.writing(directory) as temporary, ChunkTokenizer(job, self.num_proc) as tokenizer:
             stats = {}
             for split in ("train", "val"):
-                groups = [group for group, _ in self._groups(split)]
+                groups = [group for group, _ in self.inputs.groups(split)]
                 path = cache.split_path(temporary, split)
                 stats[split] = write_split(path, groups, tokenizer, self.skip_invalid, split)
             cache.write_stats(temporary, stats)
@@ -234,33 +207,15 @@ class PreferenceDataModule(LightningDataModule):
                 f"{train_stats['dropped_by_truncation']} pairs dropped by truncation; check the data, or raise "
                 "`max_length`"
             )
-        positions: Sequence[int] = range(len(train))
-        if self.val_fraction:
-            positions, val_indices = split_indices(len(train), self.val_fraction, self.seed)
-            val = train.select(val_indices, keep_in_memory=True)  # the indices in memory: the cache stays read-only
-        mixed = None
-        if any(source.mixes for source in self.sources):
-            ends = list(accumulate(counts["pairs"] for counts in train_stats["sources"]))
-            groups = [positions[bisect_left(positions, end - counts["pairs"]) : bisect_left(positions, end)]
-                      for end, counts in zip(ends, train_stats["sources"], strict=True)]
-            chosen = mixture_indices(groups, self.sources, self.seed)
-            positions, mixed = [i for group in chosen for i in group], [len(group) for group in chosen]
+        source_counts = train_stats["sources"]
+        positions, val_positions, mixed = training_positions(len(train), source_counts, self.inputs.sources,
+                                                             self.val_fraction, self.seed)
+        if val_positions is not None:  # the positions in memory: the cache stays read-only
+            val = train.select(val_positions, keep_in_memory=True)
         if positions != range(len(train)):
             train = train.select(positions, keep_in_memory=True)
         self.train_dataset, self.val_dataset = train, val
-        for split, counts in self.stats.items():
-            if counts["skipped_invalid"]:
-                rank_zero_info(f"lightpref data: skipped {counts['skipped_invalid']} invalid {split} records")
-            for number, source in enumerate(counts["sources"]):
-                if source["pairs"] or source["dropped_by_truncation"] or source["skipped_invalid"]:
-                    used = f" ({mixed[number]} in the mixture)" if split == "train" and mixed is not None else ""
-                    rank_zero_info(
-                        f"lightpref data: {split} source {source['name']!r}: {source['pairs']} pairs tokenised{used}, "
-                        f"{source['skipped_invalid']} invalid rows skipped, {source['dropped_by_truncation']} pairs "
-                        f"dropped by truncation, {source['prompts_truncated']} prompts and "
-                        f"{source['completions_truncated']} completions truncated, {source['template_fallbacks']} "
-                        f"chat-template fallbacks, {source['split_fallbacks']} tokenisation-split fallbacks"
-                    )
+        log_counts(self.stats, mixed)
         val_size = 0 if val is None else len(val)
         rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation pairs; cache {directory}")
 
@@ -303,7 +258,7 @@ class PreferenceDataModule(LightningDataModule):
 
     def ordered_dataloader(self, split: str, batch_size: int, indices: Sequence[int] | None = None) -> DataLoader:
         """The pairs of a split (or the given positions of it) in order, each batch with its ``"index"``."""
-        dataset = _Indexed(self.split_dataset(split))
+        dataset = IndexedRows(self.split_dataset(split))
         if indices is not None:
             dataset = Subset(dataset, list(indices))
         return self._loader(dataset, batch_size, split, indexed=False)
@@ -312,54 +267,16 @@ class PreferenceDataModule(LightningDataModule):
         collate = partial(collate_rows, pad_token_id=self.load_tokenizer().pad_token_id,
                           pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         return DataLoader(
-            _Indexed(dataset) if indexed else dataset,
+            IndexedRows(dataset) if indexed else dataset,
             batch_size=batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
 
-    def _groups(self, split: str) -> list[tuple[SourceGroup, list[Source]]]:
-        """The sources of a split as the user named them, each with its files' (content key, rows)."""
-        if split == "train" and self.sources:
-            groups = []
-            for entry, paths in zip(self.sources, self.source_paths, strict=True):
-                if entry.hub_dataset is not None:
-                    found = [self._hub_source(entry.hub_dataset, entry.hub_config, entry.split)]
-                else:
-                    found = [self._file_source(path) for path in paths]
-                groups.append((SourceGroup(entry.label(), entry.format, [rows for _, rows in found]), found))
-            return groups
-        paths = self.train_paths if split == "train" else self.val_paths
-        found: list[Source] = [self._file_source(path) for path in paths]
-        name = ", ".join(str(path) for path in paths)
-        if split == "train" and self.records is not None:
-            found.append((data_sources.records_digest(self.records), partial(data_sources.read_records, self.records)))
-            name = "records"
-        hub_split = self.train_split if split == "train" else self.val_split
-        if self.hub_dataset is not None and hub_split is not None:
-            found.append(self._hub_source(self.hub_dataset, self.hub_config, hub_split))
-            name = f"{self.hub_dataset}:{hub_split}"
-        return [(SourceGroup(name, self.format, [rows for _, rows in found]), found)] if found else []
-
-    def _file_source(self, path: Path) -> Source:
-        """A file's content key (its SHA-256, computed once per DataModule while its size and mtime hold) and rows."""
-        status = path.stat()
-        key = (path, status.st_size, status.st_mtime_ns)
-        if key not in self._digests:
-            self._digests[key] = file_sha256(path)
-        return self._digests[key], partial(data_sources.read_file, path)
-
-    def _hub_source(self, name: str, config: str | None, split: str) -> Source:
-        if (name, config, split) not in self._hub:
-            self._hub[name, config, split] = data_sources.load_hub(name, config, split)
-        dataset = self._hub[name, config, split]
-        key = [name, config, split, getattr(dataset, "_fingerprint", None)]
-        return key, partial(data_sources.read_hub, dataset, name, split)
-
     def _stream(self, split: str) -> StreamingPairs | None:
         """A split of the streamed Hub dataset, tokenised as it is read (``None`` when the split is not given)."""
-        hub_split = self.train_split if split == "train" else self.val_split
+        hub_split = self.inputs.hub_split(split)
         if hub_split is None:
             return None
         dataset = data_sources.load_hub(self.hub_dataset, self.hub_config, hub_split, streaming=True)
@@ -368,33 +285,5 @@ class PreferenceDataModule(LightningDataModule):
                           pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         shuffle = self.shuffle and split == "train"
         batch_size = self.batch_size if split == "train" else self.val_batch_size
-        return StreamingPairs(dataset, f"hub dataset {self.hub_dataset!r} split {hub_split!r}", job, self.format,
+        return StreamingPairs(dataset, f"hub dataset {self.hub_dataset!r} split {hub_split!r}", job, self.inputs.format,
                               self.skip_invalid, batch_size, collate, shuffle, self.seed)
-
-
-class _Indexed(TorchDataset):
-    """A split whose rows carry their position in it, so batches know which pairs they hold."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {**self.dataset[index], "index": index}
-
-
-def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded random split of ``range(count)`` into (train, validation) indices, validation ~``fraction``.
-
-    >>> train, val = split_indices(10, 0.2, seed=0)
-    >>> len(train), len(val), sorted(train + val) == list(range(10))
-    (8, 2, True)
-    """
-    if count < 2:
-        raise ValueError(f"`val_fraction` needs at least 2 training pairs to split, got {count}")
-    order = list(range(count))
-    random.Random(seed).shuffle(order)
-    size = min(max(1, round(count * fraction)), count - 1)
-    return sorted(order[size:]), sorted(order[:size])

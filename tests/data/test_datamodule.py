@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-import lightpref.data.datamodule as datamodule
+import lightpref.data.splits as splits
 from lightpref.data import PreferenceDataModule
 from lightpref.data.formats import normalise_rows
 from lightpref.data.sources import read_file
@@ -148,7 +148,7 @@ def test_an_incomplete_cache_directory_is_never_used(tokenizer, tmp_path: Path):
 
 def test_skip_invalid_counts_and_logs_skipped_rows(tokenizer, tmp_path: Path, monkeypatch):
     messages: list[str] = []
-    monkeypatch.setattr(datamodule, "rank_zero_info", messages.append)
+    monkeypatch.setattr(splits, "rank_zero_info", messages.append)
     bad = [{"prompt": "q", "chosen": "same", "rejected": "same"}, {"prompt": "q", "chosen": " a"}]
     data = ready(make(tokenizer, tmp_path, records=RECORDS + bad, skip_invalid=True))
     assert len(data.train_dataset) == 10

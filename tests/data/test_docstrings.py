@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["formats", "sources", "tokenize", "collate", "cache", "datamodule", "pipeline", "mixture", "streaming"]
+MODULES = ["formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
+           "streaming", "sampling", "token_budget"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
-import lightpref.data.datamodule as datamodule
 import lightpref.data.pipeline as pipeline
+import lightpref.data.splits as splits
 from lightpref.batch import PairBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.cache import split_path
@@ -113,7 +113,7 @@ def test_the_parent_collects_no_shared_objects_while_workers_run(tokenizer, monk
     job = pipeline.TokenizeJob(tokenizer, max_length=16, max_prompt_length=8)
     frozen = []
     with pipeline.ChunkTokenizer(job, num_proc=2) as chunk_tokenizer:
-        for batch, _ in chunk_tokenizer.map(chunks):
+        for _ in chunk_tokenizer.map(chunks):
             frozen.append(gc.get_freeze_count())
         assert chunk_tokenizer._pool is not None  # the chunks went to workers
     assert len(frozen) == 4 and min(frozen) > 0
@@ -168,7 +168,7 @@ def test_a_tokenisation_error_in_a_worker_names_the_file_and_line(tokenizer, tmp
 
 def test_a_mixture_weights_and_caps_each_source_in_its_own_format(tokenizer, tmp_path: Path, monkeypatch):
     messages: list[str] = []
-    monkeypatch.setattr(datamodule, "rank_zero_info", messages.append)
+    monkeypatch.setattr(splits, "rank_zero_info", messages.append)
     plain = write_jsonl(tmp_path / "plain.jsonl", explicit(10))
     transcripts = [{"chosen": HH_TURN.format(i=i) + " Yes.", "rejected": HH_TURN.format(i=i) + " No."}
                    for i in range(100, 108)]
@@ -303,7 +303,7 @@ def test_a_mixture_is_given_in_a_config(tmp_path: Path):
     parser.add_class_arguments(PreferenceDataModule, "data")
     parser.add_argument("--config", action="config")
     data = parser.instantiate(parser.parse_args(["--config", str(config)])).data
-    assert [(source.name, source.weight, source.cap, source.format) for source in data.sources] == [
+    assert [(source.name, source.weight, source.cap, source.format) for source in data.inputs.sources] == [
         ("plain", 0.5, None, "explicit"), (None, 1.0, 3, "auto")]
     assert data.num_proc == 1
 
