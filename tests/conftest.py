@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny offline checkpoint, a small preference file, and an isolated cache."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pairs_file(tmp_path_factory) -> Path:
     return write_pairs(tmp_path_factory.mktemp("data") / "pairs.jsonl")
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """The example plugin (plugins/lightpref-margin-dpo) installed into a private directory, leaving the test
+    environment untouched; put it on ``sys.path`` or ``PYTHONPATH`` to use it."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    plugin = Path(__file__).resolve().parents[1] / "plugins" / "lightpref-margin-dpo"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(plugin)], check=True, capture_output=True, timeout=300)
+    return target
+
+
+@pytest.fixture(scope="session")
+def installed_plugin(plugin_site: Path) -> dict[str, str]:
+    """The environment of a subprocess that has the example plugin installed."""
+    return {"PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])}

@@ -228,15 +228,6 @@ def test_commands_that_do_not_train_never_import_lightning():
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory):
-    """The example plugin installed into a private directory, leaving the test environment untouched."""
-    target = tmp_path_factory.mktemp("plugin-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(PLUGIN)], check=True, capture_output=True, timeout=300)
-    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-
-
 def test_plugin_is_listed(installed_plugin):
     rows = {line.split()[0]: line for line in run("losses", env=installed_plugin).stdout.splitlines()[1:]}
     assert rows["margin_dpo"].split()[1:3] == ["yes", "lightpref-margin-dpo"]
@@ -263,3 +254,14 @@ def test_validate_and_test_report_the_validation_metrics(command, tiny_checkpoin
     metrics = cli.trainer.callback_metrics
     assert metrics[f"{prefix}/rewards/accuracies"].item() == 0.0  # policy == reference: no pair is ranked yet
     assert metrics[f"{prefix}/loss"].item() == pytest.approx(0.6931, abs=1e-4)  # −logσ(0) = log 2
+
+
+def test_a_jsonargparse_without_the_functions_lightpref_wraps_is_named(monkeypatch):
+    """Loss names resolve through private jsonargparse functions; a release without them is one clear error."""
+    from jsonargparse import _typehints
+
+    from lightpref.trainer_cli import resolve_registered_loss_names
+
+    monkeypatch.delattr(_typehints, "discard_init_args_on_class_path_change")
+    with pytest.raises(RuntimeError, match=r"lacks discard_init_args_on_class_path_change.*>=4.32,<5"):
+        resolve_registered_loss_names()

@@ -108,12 +108,18 @@ def run_trainer_command(arguments: list[str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("source", "arguments"), EXAMPLES,
                          ids=[f"{path.name}:{' '.join(arguments)[:60]}" for path, arguments in EXAMPLES])
-def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeypatch, capsys):
+def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeypatch, capsys, request):
+    """Each documented command, shortened; one that names a loss lightpref lacks gets the example plugin."""
     monkeypatch.chdir(REPO)
-    missing = [name for name in re.findall(r"--model\.loss\s+(\w+)", " ".join(arguments))
-               if name not in registered_names() and name.lower() == name]
-    if missing:
-        pytest.skip(f"the example needs the plugin loss {missing[0]!r}, which is not installed here")
+
+    def missing() -> list[str]:
+        return [name for name in re.findall(r"--model\.loss\s+(\w+)", " ".join(arguments))
+                if name not in registered_names() and name.lower() == name]
+
+    if missing():
+        monkeypatch.syspath_prepend(str(request.getfixturevalue("plugin_site")))
+        if missing():
+            pytest.fail(f"the example needs the loss {missing()[0]!r}, which neither lightpref nor its plugin has")
     arguments = substitute(arguments, short_run, tmp_path)
     command = arguments[0]
     if command in ("fit", "validate", "test"):
@@ -155,12 +161,15 @@ def test_the_walked_through_config_is_the_shipped_quickstart():
 
 @pytest.mark.parametrize(("source", "snippet"), SNIPPETS,
                          ids=[f"{path.name}:{index}" for index, (path, _) in enumerate(SNIPPETS)])
-def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snippet, tmp_path, monkeypatch):
+def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snippet, tmp_path, monkeypatch, request):
     """Each YAML snippet, stacked on the quickstart config; the reader's own files it names (``data/…``) are
-    stood in for by lightpref's example pairs, whose rows also have the ``prompt`` field a prompts file needs."""
+    stood in for by lightpref's example pairs, whose rows also have the ``prompt`` field a prompts file needs. A
+    snippet that names the example plugin's loss gets the plugin installed (privately) first."""
     for module in re.findall(r"class_path: (\w+)\.", snippet):
+        if module == "lightpref_margin_dpo":
+            monkeypatch.syspath_prepend(str(request.getfixturevalue("plugin_site")))
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"the snippet needs {module!r}, which is not installed here")
+            pytest.fail(f"the snippet needs {module!r}, which is neither lightpref's nor its example plugin")
     if "iterate" in yaml.safe_load(snippet):  # a `lightpref iterate` section: parsed on top of its shipped config
         from lightpref.iterate.workflow import build_parser
 
