@@ -13,6 +13,7 @@ What it adds to Lightning's own CLI:
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import re
 import typing
@@ -73,6 +74,14 @@ def resolve_registered_loss_names() -> None:
     """
     from jsonargparse import _typehints
 
+    needed = ("resolve_class_path_by_name", "discard_init_args_on_class_path_change", "subclass_spec_as_namespace")
+    missing = [name for name in needed if not callable(getattr(_typehints, name, None))]
+    if missing:  # private functions: a jsonargparse release may rename them
+        version = importlib.metadata.version("jsonargparse")
+        raise RuntimeError(
+            f"lightpref cannot resolve loss names with jsonargparse {version} (it lacks {', '.join(missing)}); "
+            "install a release lightpref supports: pip install 'jsonargparse[signatures]>=4.32,<5'"
+        )
     resolve_original = _typehints.resolve_class_path_by_name
     if getattr(resolve_original, "resolves_loss_names", False):
         return
