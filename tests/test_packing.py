@@ -13,7 +13,7 @@ from lightpref.batch import PairBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.sampling import ResumableSampler
-from lightpref.data.token_budget import TokenBudgetBatchSampler, pair_tokens
+from lightpref.data.token_budget import TokenBudgetBatchSampler, pair_tokens, token_lengths
 from lightpref.data.tokenize import TokenizedPair
 from lightpref.forward import completion_logprobs
 from lightpref.module import PreferenceModule
@@ -268,6 +268,19 @@ def test_datamodule_forms_training_batches_by_tokens(tmp_path):
         rows = [data.train_dataset[int(index)] for index in batch["index"]]
         assert sum(pair_tokens(row) for row in rows) <= 90
     assert loader.state_dict() == {"epoch": 0, "batches": len(batches)}
+
+
+def test_token_lengths_read_from_arrow_follow_a_selection(tmp_path):
+    """The budget's lengths come from the cache's list offsets; with ``val_fraction`` the training split is a
+    selection of the cached rows, and each length must still be its own pair's."""
+    records = [{"prompt": "Question?" * (1 + i % 4), "chosen": " Yes" * (1 + i % 3), "rejected": " No."}
+               for i in range(20)]
+    data = PreferenceDataModule(tiny_tokenizer(), records=records, cache_dir=str(tmp_path), max_length=64,
+                                max_prompt_length=48, val_fraction=0.25)
+    data.prepare_data()
+    data.setup("fit")
+    expected = [pair_tokens(data.train_dataset[index]) for index in range(len(data.train_dataset))]
+    assert token_lengths(data.train_dataset) == expected and len(set(expected)) > 3
 
 
 @pytest.mark.slow

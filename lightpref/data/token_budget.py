@@ -34,12 +34,23 @@ def pair_tokens(row: dict[str, Any]) -> int:
 
 
 def token_lengths(dataset: Any) -> list[int]:
-    """:func:`pair_tokens` of every pair of a split (an Arrow dataset is read a column batch at a time)."""
-    if hasattr(dataset, "select_columns"):
-        lengths = []
-        for batch in dataset.select_columns(list(COLUMNS)).iter(batch_size=4096):
-            columns = [batch[column] for column in COLUMNS]
-            lengths += [sum(len(ids) for ids in row) for row in zip(*columns, strict=True)]
+    """:func:`pair_tokens` of every pair of a split. An Arrow dataset's are read from its list offsets, a record batch
+    at a time, without converting a token id to Python (1M pairs in well under a second).
+
+    >>> from datasets import Dataset
+    >>> token_lengths(Dataset.from_dict({"prompt_ids": [[1, 2], [3]], "chosen_ids": [[4], [5, 6]],
+    ...                                  "rejected_ids": [[7], []]}))
+    [4, 3]
+    """
+    if hasattr(dataset, "with_format"):
+        import numpy as np
+        import pyarrow.compute as arrow_compute
+
+        lengths: list[int] = []
+        for batch in dataset.with_format("arrow").iter(batch_size=65536):  # follows a selection's indices
+            counts = [arrow_compute.list_value_length(batch[column]).to_numpy(zero_copy_only=False)
+                      for column in COLUMNS]
+            lengths += np.sum(counts, axis=0, dtype=np.int64).tolist()
         return lengths
     return [pair_tokens(dataset[index]) for index in range(len(dataset))]
 
