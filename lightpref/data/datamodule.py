@@ -161,7 +161,7 @@ class PreferenceDataModule(LightningDataModule):
         tokenisation setting and the views."""
         tokenizer = self.load_tokenizer()
         parts = {
-            split: [[group.format, [key for key, _ in found]] for group, found in self.inputs.groups(split)]
+            split: [[group.format, [source.key for source in found]] for group, found in self.inputs.groups(split)]
             for split in ("train", "val")
         }
         parts.update(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightpref.data import sources as data_sources
 from lightpref.data.formats import FORMATS, Format
@@ -22,7 +22,13 @@ from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import SourceGroup
 from lightpref.io import file_sha256
 
-Source = tuple[Any, Callable[[], Iterator[data_sources.Row]]]  # (what identifies its content, its rows)
+
+class Source(NamedTuple):
+    """One file, Hub split or list of records of a split."""
+
+    key: Any  # what identifies its content (the cache's fingerprint covers it)
+    rows: Callable[[], Iterator[data_sources.Row]]  # its (location, record) rows, read anew on each call
+    size: Callable[[], int | None]  # its row count where that is cheap to know (the progress bar's total)
 
 
 class DataInputs:
@@ -83,7 +89,7 @@ class DataInputs:
         return self.train_split if split == "train" else self.val_split
 
     def groups(self, split: str) -> list[tuple[SourceGroup, list[Source]]]:
-        """The sources of a split as the user named them, each with its files' (content key, rows)."""
+        """The sources of a split as the user named them, each with its files' or splits' :class:`Source`."""
         if split == "train" and self.sources:
             groups = []
             for entry, paths in zip(self.sources, self.source_paths, strict=True):
@@ -91,32 +97,39 @@ class DataInputs:
                     found = [self.hub_source(entry.hub_dataset, entry.hub_config, entry.split)]
                 else:
                     found = [self.file_source(path) for path in paths]
-                groups.append((SourceGroup(entry.label(), entry.format, [rows for _, rows in found]), found))
+                groups.append((source_group(entry.label(), entry.format, found), found))
             return groups
         paths = self.train_paths if split == "train" else self.val_paths
         found: list[Source] = [self.file_source(path) for path in paths]
         name = ", ".join(str(path) for path in paths)
         if split == "train" and self.records is not None:
-            found.append((data_sources.records_digest(self.records), partial(data_sources.read_records, self.records)))
+            records = self.records
+            found.append(Source(data_sources.records_digest(records), partial(data_sources.read_records, records),
+                                partial(len, records)))
             name = "records"
         hub_split = self.hub_split(split)
         if self.hub_dataset is not None and hub_split is not None:
             found.append(self.hub_source(self.hub_dataset, self.hub_config, hub_split))
             name = f"{self.hub_dataset}:{hub_split}"
-        return [(SourceGroup(name, self.format, [rows for _, rows in found]), found)] if found else []
+        return [(source_group(name, self.format, found), found)] if found else []
 
     def file_source(self, path: Path) -> Source:
-        """A file's content key (its SHA-256, computed once while its size and mtime hold) and rows."""
+        """A file as a source; its key is its SHA-256, computed once while its size and mtime hold."""
         status = path.stat()
         key = (path, status.st_size, status.st_mtime_ns)
         if key not in self._digests:
             self._digests[key] = file_sha256(path)
-        return self._digests[key], partial(data_sources.read_file, path)
+        return Source(self._digests[key], partial(data_sources.read_file, path), partial(data_sources.count_rows, path))
 
     def hub_source(self, name: str, config: str | None, split: str) -> Source:
-        """A Hub split's key (name, config, split and the dataset's fingerprint) and rows; loaded once."""
+        """A Hub split as a source (loaded once); its key is the name, config, split and the dataset's fingerprint."""
         if (name, config, split) not in self._hub:
             self._hub[name, config, split] = data_sources.load_hub(name, config, split)
         dataset = self._hub[name, config, split]
         key = [name, config, split, getattr(dataset, "_fingerprint", None)]
-        return key, partial(data_sources.read_hub, dataset, name, split)
+        return Source(key, partial(data_sources.read_hub, dataset, name, split), partial(len, dataset))
+
+
+def source_group(name: str, format: Format, found: list[Source]) -> SourceGroup:
+    """The sources of one group as the tokenising pipeline reads them."""
+    return SourceGroup(name, format, [source.rows for source in found], [source.size for source in found])

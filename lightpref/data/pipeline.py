@@ -216,11 +216,33 @@ class SplitWriter:
 @dataclass(frozen=True)
 class SourceGroup:
     """One source as the user named it (a file list, a Hub split, records): its readers (one per file, each with
-    its own detected format), the format to read them in and the name its counts are logged under."""
+    its own detected format), the format to read them in, the name its counts are logged under, and for each reader
+    what counts its rows when that is cheap (the progress bar's total; ``None`` when unknown)."""
 
     name: str
     format: str
     readers: list[Callable[[], Iterable[Row]]]
+    sizes: list[Callable[[], int | None]] = field(default_factory=list)
+
+
+def total_rows(groups: Sequence[SourceGroup]) -> int | None:
+    """The rows of every reader of the groups together, or ``None`` when one cannot count its own.
+
+    >>> rows = [lambda: iter([])]
+    >>> total_rows([SourceGroup("a", "auto", rows, [lambda: 3]), SourceGroup("b", "auto", rows, [lambda: 4])])
+    7
+    >>> total_rows([SourceGroup("a", "auto", rows, [lambda: 3]), SourceGroup("b", "auto", rows)]) is None
+    True
+    """
+    if not groups or any(len(group.sizes) != len(group.readers) for group in groups):
+        return None
+    total = 0
+    for size in (size for group in groups for size in group.sizes):
+        count = size()
+        if count is None:
+            return None
+        total += count
+    return total
 
 
 def write_split(
@@ -230,19 +252,28 @@ def write_split(
     with one entry per group under ``"sources"`` (in order, so each group's pairs are a contiguous run)."""
     totals: dict[str, Any] = {"skipped_invalid": 0, "formats": [], **TokenizeStats().as_dict(), "sources": []}
     writer = SplitWriter(path, tokenizer.job.schema())
-    progress = tqdm(desc=f"Tokenising {description}", unit=" pairs", delay=2)  # shown once it takes a while
+    read = [0]  # rows read so far, valid or not (reading runs ahead of writing by the chunks in flight)
+
+    def counted(rows: Iterable[Row]) -> Iterator[Row]:
+        for row in rows:
+            read[0] += 1
+            yield row
+
+    total = total_rows(groups)  # shown once it takes a while; with an ETA when counted
+    progress = tqdm(desc=f"Tokenising {description}", total=total, unit=" records", delay=2)
     try:
         for group in groups:
             counts: dict[str, Any] = {"name": group.name, "skipped_invalid": 0, "formats": []}
             counts.update(TokenizeStats().as_dict())
             for rows in group.readers:
                 result = NormaliseResult()
-                examples = iter_normalised(rows(), group.format, skip_invalid, result)
+                examples = iter_normalised(counted(rows()), group.format, skip_invalid, result)
                 for batch, chunk_counts in tokenizer.map(chunked(examples, CHUNK_PAIRS)):
                     writer.write(batch)
-                    progress.update(batch.num_rows)
+                    progress.update(read[0] - progress.n)
                     for key, value in chunk_counts.items():
                         counts[key] += value
+                progress.update(read[0] - progress.n)  # rows after the last chunk (e.g. invalid ones skipped)
                 counts["skipped_invalid"] += result.skipped
                 counts["formats"].append(result.format)
             for key, value in counts.items():

@@ -90,6 +90,22 @@ def read_file(path: Path) -> Iterator[Row]:
         raise ValueError(f"cannot read {str(path)!r}: unsupported file type {suffix!r}; use one of {list(FILE_TYPES)}")
 
 
+def count_rows(path: Path) -> int | None:
+    """How many records :func:`read_file` will yield, where that is cheap to know without parsing: a JSON-lines
+    file's non-blank lines (one pass over its bytes) and a Parquet file's row count (its metadata); ``None`` for
+    other files. Progress bars use it as their total.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open("rb") as stream:
+            return sum(1 for line in stream if line.strip())
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """The lines of a UTF-8 text file with their 1-based numbers; bytes that are not UTF-8 name the file and line."""
     with path.open("rb") as stream:

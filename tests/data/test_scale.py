@@ -120,6 +120,59 @@ def test_the_parent_collects_no_shared_objects_while_workers_run(tokenizer, monk
     assert gc.get_freeze_count() == 0
 
 
+class RecordingBar:
+    """Stands in for tqdm: keeps each bar's total and count."""
+
+    made: list["RecordingBar"] = []
+
+    def __init__(self, **options) -> None:
+        self.total, self.n = options.get("total"), 0
+        RecordingBar.made.append(self)
+
+    def update(self, count: int) -> None:
+        self.n += count
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_the_progress_bar_counts_every_record_against_the_rows_counted_first(tokenizer, tmp_path, monkeypatch,
+                                                                             num_proc):
+    """36 records in a JSON-lines file with blank lines, one invalid (skipped) and five dropped by truncation: the
+    bar's total is counted before tokenising, and it ends at it."""
+    monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 7)
+    monkeypatch.setattr(pipeline, "tqdm", RecordingBar)
+    monkeypatch.setattr(RecordingBar, "made", [])
+    records = explicit(30)
+    for record in records[::6]:
+        record["chosen"], record["rejected"] = " same" * 40 + " a", " same" * 40 + " b"
+    records += [{"prompt": "q", "chosen": " a"}] + explicit(5, start=30)
+    lines = [json.dumps(record) + "\n" + ("\n" if index % 10 == 3 else "") for index, record in enumerate(records)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(lines))
+    data = ready(make(tokenizer, tmp_path, train_files=str(path), skip_invalid=True, num_proc=num_proc))
+    train_bar = RecordingBar.made[0]
+    assert (train_bar.total, train_bar.n) == (36, 36)
+    counts = data.stats["train"]
+    assert (counts["pairs"], counts["dropped_by_truncation"], counts["skipped_invalid"]) == (30, 5, 1)
+
+
+def test_records_and_parquet_files_are_counted_and_csv_is_not(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lightpref.data.inputs import DataInputs
+    from lightpref.data.pipeline import total_rows
+
+    pq.write_table(pa.Table.from_pylist(explicit(4)), tmp_path / "a.parquet")
+    (tmp_path / "b.csv").write_text("prompt,chosen,rejected\nq,a,b\n")
+    assert total_rows([group for group, _ in DataInputs(records=explicit(3)).groups("train")]) == 3
+    assert total_rows([group for group, _ in DataInputs(train_files=str(tmp_path / "a.parquet")).groups("train")]) == 4
+    files = [str(tmp_path / "a.parquet"), str(tmp_path / "b.csv")]
+    assert total_rows([group for group, _ in DataInputs(train_files=files).groups("train")]) is None
+
+
 def dying_worker(chunk):
     """A worker killed mid-task (as the out-of-memory killer would)."""
     os._exit(1)
