@@ -252,9 +252,11 @@ def main() -> None:
     print("| N | side | processes | seconds | pairs/s | CPU s | pairs per CPU s | pairs kept | peak RSS main (MiB) | "
           "peak PSS all (MiB) | load (1 min) |", flush=True)
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    peak_pss: dict[int, int] = {}  # lightpref's peak PSS per size, for the memory ratio against the smallest
     for size in args.sizes:
         path = write_rows(size, workdir)
         lightpref_cache = workdir / f"cache-lightpref-{size}"
+        rates: dict[str, float] = {}
         for side in args.sides:
             cache = lightpref_cache if side == "first-step" else workdir / f"cache-{side}-{size}"
             if side != "first-step":
@@ -275,6 +277,17 @@ def main() -> None:
                     stream.write(json.dumps(result) + "\n")
             if side not in ("lightpref", "first-step"):
                 shutil.rmtree(cache, ignore_errors=True)
+            rates[side] = rate
+            if side == "lightpref":
+                peak_pss[size] = result["peak_tree_pss"]
+        for other in ("trl", "trl-np2"):
+            if "lightpref" in rates and other in rates:
+                print(f"  N = {size}: lightpref's pairs/s are {rates['lightpref'] / rates[other]:.2f}x {other}'s",
+                      flush=True)
+        if size in peak_pss and len(peak_pss) > 1:
+            smallest = min(peak_pss)
+            print(f"  N = {size}: lightpref's peak PSS is {peak_pss[size] / peak_pss[smallest]:.2f}x its peak at "
+                  f"N = {smallest}", flush=True)
 
 
 if __name__ == "__main__":
