@@ -74,7 +74,8 @@ def resolve_registered_loss_names() -> None:
     """
     from jsonargparse import _typehints
 
-    needed = ("resolve_class_path_by_name", "discard_init_args_on_class_path_change", "subclass_spec_as_namespace")
+    needed = ("resolve_class_path_by_name", "discard_init_args_on_class_path_change", "subclass_spec_as_namespace",
+              "import_object")
     missing = [name for name in needed if not callable(getattr(_typehints, name, None))]
     if missing:  # private functions: a jsonargparse release may rename them
         version = importlib.metadata.version("jsonargparse")
@@ -109,10 +110,10 @@ def resolve_registered_loss_names() -> None:
 
 
 def _importable(path: Any) -> Any:
-    from jsonargparse._util import import_object
+    from jsonargparse import _typehints
 
     try:
-        return import_object(path)
+        return _typehints.import_object(path)
     except Exception:  # not a class path: jsonargparse reports it as it does any other
         return None
 

@@ -38,8 +38,9 @@ def plugin_site(tmp_path_factory) -> Path:
     environment untouched; put it on ``sys.path`` or ``PYTHONPATH`` to use it."""
     target = tmp_path_factory.mktemp("plugin-site")
     plugin = Path(__file__).resolve().parents[1] / "plugins" / "lightpref-margin-dpo"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(plugin)], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                             "--target", str(target), str(plugin)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"installing the example plugin failed:\n{result.stdout}\n{result.stderr}"
     return target
 
 

@@ -105,13 +105,13 @@ class PreferenceDataModule(LightningDataModule):
         super().__init__()
         ignore = ["records", "prompt_views"] + ([] if isinstance(tokenizer, str) else ["tokenizer"])
         self.save_hyperparameters(ignore=ignore)
-        self.inputs = DataInputs(train_files, val_files, hub_dataset, hub_config, train_split, val_split, records,
-                                 sources, format, val_fraction)
         if streaming and (hub_dataset is None or val_fraction or max_tokens_per_batch is not None):
             raise ValueError(
                 "`streaming: true` streams `hub_dataset` and needs neither `val_fraction` nor `max_tokens_per_batch`; "
                 "set `hub_dataset`, drop those options, or set `streaming: false`"
             )
+        self.inputs = DataInputs(train_files, val_files, hub_dataset, hub_config, train_split, val_split, records,
+                                 sources, format, val_fraction)
         check_lengths(max_length, max_prompt_length)
         minimums = {"batch_size": (batch_size, 1), "val_batch_size": (val_batch_size, 1)}
         minimums.update(num_workers=(num_workers, 0), pad_to_multiple_of=(pad_to_multiple_of, 1))

@@ -136,9 +136,11 @@ class ChunkTokenizer:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            gc.unfreeze()
+            try:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            finally:
+                self._pool = None
+                gc.unfreeze()
 
     def map(self, chunks: Iterable[Chunk]) -> Iterator[tuple[pa.RecordBatch, dict[str, int]]]:
         """Each chunk's record batch and counts, in the order of ``chunks``."""
@@ -174,6 +176,7 @@ class ChunkTokenizer:
             try:
                 pool.submit(int).result()  # with fork, every worker starts at the first task
             except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
                 gc.unfreeze()
                 raise
             finally:
@@ -251,6 +254,7 @@ def write_split(
     """Stream every group's rows through normalise → tokenise into the Arrow file ``path``; the split's counts,
     with one entry per group under ``"sources"`` (in order, so each group's pairs are a contiguous run)."""
     totals: dict[str, Any] = {"skipped_invalid": 0, "formats": [], **TokenizeStats().as_dict(), "sources": []}
+    total = total_rows(groups)  # counted before anything is written: a file that cannot be read fails here
     writer = SplitWriter(path, tokenizer.job.schema())
     read = [0]  # rows read so far, valid or not (reading runs ahead of writing by the chunks in flight)
 
@@ -259,7 +263,7 @@ def write_split(
             read[0] += 1
             yield row
 
-    total = total_rows(groups)  # shown once it takes a while; with an ETA when counted
+    # shown once it takes a while; with a total and an ETA when the rows were counted
     progress = tqdm(desc=f"Tokenising {description}", total=total, unit=" records", delay=2)
     try:
         for group in groups:

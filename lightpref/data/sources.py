@@ -98,12 +98,24 @@ def count_rows(path: Path) -> int | None:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open("rb") as stream:
-            return sum(1 for line in stream if line.strip())
+            return sum(1 for line in stream if _not_blank(line))
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
     return None
+
+
+def _not_blank(line: bytes) -> bool:
+    """Whether the JSON-lines reader reads this line (it skips those that are blank as text, Unicode spaces too).
+
+    >>> _not_blank(b'{"a": 1}\\n'), _not_blank(b" \\n"), _not_blank("\\u00a0\\n".encode())
+    (True, False, False)
+    """
+    stripped = line.strip()
+    if stripped[:1] == b"{":  # the usual line: not blank, without decoding it
+        return True
+    return bool(stripped) and bool(line.decode("utf-8", "replace").strip())
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -47,7 +47,8 @@ def token_lengths(dataset: Any) -> list[int]:
         import pyarrow.compute as arrow_compute
 
         lengths: list[int] = []
-        for batch in dataset.with_format("arrow").iter(batch_size=65536):  # follows a selection's indices
+        columns = dataset.select_columns(list(COLUMNS)).with_format("arrow")  # follows a selection's indices
+        for batch in columns.iter(batch_size=65536):
             counts = [arrow_compute.list_value_length(batch[column]).to_numpy(zero_copy_only=False)
                       for column in COLUMNS]
             lengths += np.sum(counts, axis=0, dtype=np.int64).tolist()

@@ -139,8 +139,8 @@ class RecordingBar:
 @pytest.mark.parametrize("num_proc", [1, 2])
 def test_the_progress_bar_counts_every_record_against_the_rows_counted_first(tokenizer, tmp_path, monkeypatch,
                                                                              num_proc):
-    """36 records in a JSON-lines file with blank lines, one invalid (skipped) and five dropped by truncation: the
-    bar's total is counted before tokenising, and it ends at it."""
+    """36 records in a JSON-lines file with blank lines (some of Unicode spaces), one invalid (skipped) and five
+    dropped by truncation: the bar's total is counted before tokenising, and it ends at it."""
     monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 7)
     monkeypatch.setattr(pipeline, "tqdm", RecordingBar)
     monkeypatch.setattr(RecordingBar, "made", [])
@@ -148,9 +148,11 @@ def test_the_progress_bar_counts_every_record_against_the_rows_counted_first(tok
     for record in records[::6]:
         record["chosen"], record["rejected"] = " same" * 40 + " a", " same" * 40 + " b"
     records += [{"prompt": "q", "chosen": " a"}] + explicit(5, start=30)
-    lines = [json.dumps(record) + "\n" + ("\n" if index % 10 == 3 else "") for index, record in enumerate(records)]
+    blanks = ["\n", " \t\n", "\u00a0\u3000\n"]  # blank as text, Unicode spaces too: the reader skips them
+    lines = [json.dumps(record) + "\n" + (blanks[index % 3] if index % 10 == 3 else "")
+             for index, record in enumerate(records)]
     path = tmp_path / "train.jsonl"
-    path.write_text("".join(lines))
+    path.write_text("".join(lines), encoding="utf-8")
     data = ready(make(tokenizer, tmp_path, train_files=str(path), skip_invalid=True, num_proc=num_proc))
     train_bar = RecordingBar.made[0]
     assert (train_bar.total, train_bar.n) == (36, 36)
