@@ -98,7 +98,7 @@ def count_rows(path: Path) -> int | None:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open("rb") as stream:
-            return sum(1 for line in stream if _not_blank(line))
+            return sum(1 for line in stream if line.lstrip()[:1] == b"{" or _not_blank(line))  # the usual first
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
