@@ -209,14 +209,19 @@ class CheckpointPathCLI:
         from lightning.pytorch.utilities import rank_zero_info
 
         config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") == "last":
+        option = config.get("ckpt_path")
+        if option == "last":
             config["ckpt_path"] = str(newest_checkpoint(self.trainer))
-        elif config.get("ckpt_path") == "auto":  # a job script that both starts and continues a run
+        elif option == "auto":  # a job script that both starts and continues a run
             try:
                 config["ckpt_path"] = str(newest_checkpoint(self.trainer))
             except NoCheckpointError:
                 config["ckpt_path"] = None
                 rank_zero_info("lightpref: `--ckpt_path auto`: no checkpoint of this run yet, starting at step 0")
+        if option in ("last", "auto"):  # each process resolved it alone: check they agree before anything loads
+            from lightpref.checkpointing import SameCheckpointEverywhere
+
+            self.trainer.callbacks.append(SameCheckpointEverywhere(option, config["ckpt_path"]))
 
     def before_fit(self) -> None:
         self._resolve_last()

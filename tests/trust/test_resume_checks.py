@@ -5,7 +5,7 @@ checkpoint of the run across its ``version_N`` directories, or stops with an err
 import pytest
 from scaling_probe import fit_tiny
 
-from lightpref.checkpointing import SafeCheckpoints
+from lightpref.checkpointing import SafeCheckpoints, SameCheckpointEverywhere
 from lightpref.cli import build_cli, main
 from lightpref.losses.ipo import IPO
 from lightpref.resume import ResumeMismatchError, resume_command
@@ -79,6 +79,36 @@ def test_last_resumes_the_newest_checkpoint_across_versions(tiny_checkpoint, pai
     third = build_cli([*args, "--trainer.max_steps", "1", "--ckpt_path", "auto", "--trainer.default_root_dir", new,
                        "--trainer.logger.save_dir", new])
     assert third.trainer.ckpt_path is None and third.trainer.global_step == 1  # auto: nothing yet, a fresh start
+    checks = [(callback.option, callback.path) for cli in (second, third) for callback in cli.trainer.callbacks
+              if isinstance(callback, SameCheckpointEverywhere)]
+    assert checks == [("last", second.trainer.ckpt_path), ("auto", None)]
+
+
+class TwoProcesses:
+    """What one process of two sees: process 0's resolved path, and whether any process differs from it."""
+
+    def __init__(self, rank: int, first: str | None, any_differs: bool) -> None:
+        self.world_size, self.global_rank = 2, rank
+        self.strategy = self
+        self.first, self.any_differs = first, any_differs
+
+    def broadcast(self, value, src: int = 0):
+        return self.first
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        assert not all  # "any process": every process must stop together
+        return decision or self.any_differs
+
+
+def test_processes_that_resolved_different_checkpoints_all_stop():
+    """``--ckpt_path last`` is resolved by each process alone; a disagreement stops every process, naming both."""
+    SameCheckpointEverywhere("last", "/r/a.ckpt").setup(TwoProcesses(1, "/r/a.ckpt", False), None, "fit")
+    with pytest.raises(ValueError, match=r"last`: .*\(process 0: /r/a.ckpt; process 1: /r/b.ckpt\).*--ckpt_path PATH"):
+        SameCheckpointEverywhere("last", "/r/b.ckpt").setup(TwoProcesses(1, "/r/a.ckpt", True), None, "fit")
+    with pytest.raises(ValueError, match=r"process 0 and process 0: /r/a.ckpt; another process: another"):
+        SameCheckpointEverywhere("last", "/r/a.ckpt").setup(TwoProcesses(0, "/r/a.ckpt", True), None, "fit")
+    with pytest.raises(ValueError, match=r"auto`: .*process 0: none; process 1: /r/a.ckpt"):  # one would start afresh
+        SameCheckpointEverywhere("auto", "/r/a.ckpt").setup(TwoProcesses(1, None, True), None, "fit")
 
 
 def test_resume_command_replaces_the_checkpoint_option():
