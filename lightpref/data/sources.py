@@ -9,13 +9,14 @@ Every reader yields ``(location, record)`` pairs; the location is what an error 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -56,6 +57,8 @@ def read_file(path: Path) -> Iterator[Row]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _read_json_lines(path)
+    elif suffix == ".json" and _first_character(path) == b"[":
+        yield from _read_json_array(path)  # the usual .json file: a list, read a record at a time
     elif suffix == ".json":
         data = path.read_bytes()
         try:
@@ -116,6 +119,92 @@ def _not_blank(line: bytes) -> bool:
     if stripped[:1] == b"{":  # the usual line: not blank, without decoding it
         return True
     return bool(stripped) and bool(line.decode("utf-8", "replace").strip())
+
+
+def _first_character(path: Path) -> bytes:
+    """The file's first byte that is not ASCII whitespace (``b""`` for a blank file)."""
+    with path.open("rb") as stream:
+        while block := stream.read(4096):
+            stripped = block.lstrip()
+            if stripped:
+                return stripped[:1]
+    return b""
+
+
+JSON_BLOCK_BYTES = 1 << 20  # bytes read at a time from a .json list: memory stays flat whatever the file's size
+JSON_MAX_RECORD_CHARS = 64 << 20  # text after which a value that will not parse is an error, not a cut value
+
+
+class _JsonText:
+    """A file's unparsed text, decoded from UTF-8 a block of bytes at a time, with the line of any position in it."""
+
+    def __init__(self, path: Path, stream: BinaryIO) -> None:
+        self.path, self.stream, self.decoder = path, stream, codecs.getincrementaldecoder("utf-8")()
+        self.text, self.first_line, self.at_end = "", 1, False
+
+    def more(self, start: int) -> int:
+        """Drop the text before ``start``, append the next block; the new index of ``start``'s character."""
+        self.first_line += self.text.count("\n", 0, start)
+        self.text = self.text[start:]
+        block = self.stream.read(JSON_BLOCK_BYTES)
+        pending = len(self.decoder.getstate()[0])
+        try:
+            self.text += self.decoder.decode(block, final=not block)
+        except UnicodeDecodeError as error:
+            line = self.first_line + self.text.count("\n") + error.object.count(b"\n", 0, error.start)
+            raise ValueError(_not_utf8(self.path, line, error)) from None
+        self.at_end = not block and not pending
+        return 0
+
+    def line(self, index: int) -> int:
+        return self.first_line + self.text.count("\n", 0, index)
+
+    def next_character(self, index: int) -> tuple[int, str]:
+        """The index and character of the first non-whitespace character from ``index`` on (``""`` at the end)."""
+        while True:
+            while index < len(self.text) and self.text[index] in " \t\r\n":
+                index += 1
+            if index < len(self.text) or self.at_end:
+                return index, self.text[index : index + 1]
+            index = self.more(index)
+
+
+def _read_json_array(path: Path) -> Iterator[Row]:
+    """The records of a ``.json`` file that holds one list, decoded one element at a time."""
+    decoder = json.JSONDecoder()
+    with path.open("rb") as stream:
+        source = _JsonText(path, stream)
+        index, character = source.next_character(0)
+        if character != "[":  # e.g. a form feed before it, which JSON does not allow
+            raise ValueError(f"{path}, line {source.line(index)}: not valid JSON (expected '['); fix the file")
+        index, number = index + 1, 0
+        while True:
+            index, character = source.next_character(index)
+            if character == "]" and number == 0:
+                break
+            try:
+                record, end = decoder.raw_decode(source.text, index)
+                if end == len(source.text) and not source.at_end:
+                    raise json.JSONDecodeError("the value may go on", source.text, end)  # a number cut by the block
+            except json.JSONDecodeError as error:
+                if not source.at_end and len(source.text) - index < JSON_MAX_RECORD_CHARS:
+                    index = source.more(index)  # a value cut at the end of the block: read on
+                    continue
+                line = source.line(error.pos)
+                raise ValueError(f"{path}, line {line}: not valid JSON ({error.msg}); fix the file") from None
+            number += 1
+            yield f"{path}, row {number} (1-based)", record
+            index, character = source.next_character(end)
+            if character != ",":
+                break
+            index += 1
+        if character != "]":
+            found = repr(character) if character else "the end of the file"
+            raise ValueError(f"{path}, line {source.line(index)}: expected ',' or ']' after row {number}, found "
+                             f"{found}; fix the file")
+        index, character = source.next_character(index + 1)
+        if character:
+            raise ValueError(f"{path}, line {source.line(index)}: text after the list of records; fix the file")
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -62,6 +62,38 @@ def test_non_utf8_bytes_name_the_file_and_line(tmp_path: Path, suffix: str):
         list(read_file(path))
 
 
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_json_list_is_read_a_block_at_a_time_with_the_same_records(tmp_path: Path, monkeypatch, indent):
+    """Blocks of 7 bytes cut records, numbers and multi-byte characters; the file is never read whole."""
+    import lightpref.data.sources as sources
+
+    records = [{"prompt": f"Q{i} é ✓ " + "x" * (i % 5), "chosen": f" {i * 1.5}", "rejected": " no", "n": i * 1001}
+               for i in range(40)]
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(records, indent=indent, ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(sources, "JSON_BLOCK_BYTES", 7)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the .json list was read whole"))
+    rows = list(read_file(path))
+    assert [record for _, record in rows] == records
+    assert rows[39][0] == f"{path}, row 40 (1-based)"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[\n  {"prompt": "q"},\n  {"prompt": tru}\n]', r"line 3: not valid JSON \(Expecting value\)"),
+    ('[{"prompt": "q"}\n {"prompt": "r"}]', r"line 2: expected ',' or ']' after row 1, found '\{'"),
+    ('[{"prompt": "q"}]\n[]', r"line 2: text after the list of records"),
+    ('[{"prompt": "q"},\n', r"line 2: not valid JSON"),
+])
+def test_a_broken_json_list_names_the_line(tmp_path: Path, monkeypatch, text: str, message: str):
+    import lightpref.data.sources as sources
+
+    monkeypatch.setattr(sources, "JSON_BLOCK_BYTES", 5)
+    path = tmp_path / "train.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"^{path}, {message}.*fix the file"):
+        list(read_file(path))
+
+
 def recording_worker(chunk):
     """The worker function, noting the process it ran in (in the file ``$PIDS_FILE``)."""
     with open(os.environ["PIDS_FILE"], "a") as stream:
