@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightpref.resume import PARTS, RECORD_KEY, check_resume, resume_command, run_record
+from lightpref.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
 from lightpref.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
 from lightpref.safe_load import CorruptCheckpointError as CorruptCheckpointError
 from lightpref.safe_load import refusal, unsafe, validate_checkpoint
@@ -282,8 +282,8 @@ class SameCheckpointEverywhere(Callback):
     stops together.
     """
 
-    def __init__(self, option: str, path: str | None) -> None:
-        self.option, self.path = option, path
+    def __init__(self, option: str, path: str | None, missing: str | None = None) -> None:
+        self.option, self.path, self.missing = option, path, missing  # missing: why `last` found nothing here
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.world_size <= 1:
@@ -292,10 +292,14 @@ class SameCheckpointEverywhere(Callback):
         differs_here = first != self.path
         if trainer.strategy.reduce_boolean_decision(differs_here, all=False):  # on every process: they stop together
             rank = trainer.global_rank
-            found = (f"process 0: {first or 'none'}; process {rank}: {self.path or 'none'}" if differs_here
-                     else f"process 0 and process {rank}: {first or 'none'}; another process: another")
+            if differs_here:
+                found = f"process 0: {first or 'none'}; process {rank}: {self.path or 'none'}"
+            else:
+                found = f"process {rank}{'' if rank == 0 else ' and process 0'}: {first or 'none'}; another: another"
             raise ValueError(
                 f"`--ckpt_path {self.option}`: the processes found different checkpoints to resume from ({found}); "
                 "the run's checkpoint directory must be on a filesystem every process sees, with nothing writing "
                 "to it as the run starts; or name the file with `--ckpt_path PATH`"
             )
+        if self.missing is not None:  # `last`, and no process found a checkpoint
+            raise NoCheckpointError(self.missing)

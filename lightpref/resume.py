@@ -209,9 +209,14 @@ class CheckpointPathCLI:
         from lightning.pytorch.utilities import rank_zero_info
 
         config = self.config_init[self.subcommand]
-        option = config.get("ckpt_path")
+        option, missing = config.get("ckpt_path"), None
         if option == "last":
-            config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+            try:
+                config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+            except NoCheckpointError as error:
+                if self.trainer.world_size <= 1:
+                    raise
+                config["ckpt_path"], missing = None, str(error)  # every process stops together, once they can talk
         elif option == "auto":  # a job script that both starts and continues a run
             try:
                 config["ckpt_path"] = str(newest_checkpoint(self.trainer))
@@ -221,7 +226,7 @@ class CheckpointPathCLI:
         if option in ("last", "auto"):  # each process resolved it alone: check they agree before anything loads
             from lightpref.checkpointing import SameCheckpointEverywhere
 
-            self.trainer.callbacks.append(SameCheckpointEverywhere(option, config["ckpt_path"]))
+            self.trainer.callbacks.append(SameCheckpointEverywhere(option, config["ckpt_path"], missing))
 
     def before_fit(self) -> None:
         self._resolve_last()

@@ -169,6 +169,15 @@ class _JsonText:
             index = self.more(index)
 
 
+def _may_go_on(value: Any, rest: str) -> bool:
+    """Whether a number decoded at the end of a block may be a cut one: ``1e`` decodes as 1, leaving ``e``.
+
+    >>> _may_go_on(1, "e"), _may_go_on(1.5, "E+"), _may_go_on(1, ", 2"), _may_go_on({"a": 1}, "e")
+    (True, True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not rest.lstrip("0123456789.eE+-")
+
+
 def _read_json_array(path: Path) -> Iterator[Row]:
     """The records of a ``.json`` file that holds one list, decoded one element at a time."""
     decoder = json.JSONDecoder()
@@ -184,8 +193,8 @@ def _read_json_array(path: Path) -> Iterator[Row]:
                 break
             try:
                 record, end = decoder.raw_decode(source.text, index)
-                if end == len(source.text) and not source.at_end:
-                    raise json.JSONDecodeError("the value may go on", source.text, end)  # a number cut by the block
+                if not source.at_end and (end == len(source.text) or _may_go_on(record, source.text[end:])):
+                    raise json.JSONDecodeError("the value may go on", source.text, end)  # e.g. a number cut short
             except json.JSONDecodeError as error:
                 if not source.at_end and len(source.text) - index < JSON_MAX_RECORD_CHARS:
                     index = source.more(index)  # a value cut at the end of the block: read on

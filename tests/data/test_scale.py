@@ -68,14 +68,14 @@ def test_a_json_list_is_read_a_block_at_a_time_with_the_same_records(tmp_path: P
     import lightpref.data.sources as sources
 
     records = [{"prompt": f"Q{i} é ✓ " + "x" * (i % 5), "chosen": f" {i * 1.5}", "rejected": " no", "n": i * 1001}
-               for i in range(40)]
+               for i in range(40)] + [1.5e10, 2.5e-3, -17, True, None]  # numbers a block may cut (`1.5e` is 1.5)
     path = tmp_path / "train.json"
     path.write_text(json.dumps(records, indent=indent, ensure_ascii=False), encoding="utf-8")
     monkeypatch.setattr(sources, "JSON_BLOCK_BYTES", 7)
     monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the .json list was read whole"))
     rows = list(read_file(path))
     assert [record for _, record in rows] == records
-    assert rows[39][0] == f"{path}, row 40 (1-based)"
+    assert rows[44][0] == f"{path}, row 45 (1-based)"
 
 
 @pytest.mark.parametrize(("text", "message"), [

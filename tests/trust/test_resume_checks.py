@@ -8,7 +8,7 @@ from scaling_probe import fit_tiny
 from lightpref.checkpointing import SafeCheckpoints, SameCheckpointEverywhere
 from lightpref.cli import build_cli, main
 from lightpref.losses.ipo import IPO
-from lightpref.resume import ResumeMismatchError, resume_command
+from lightpref.resume import NoCheckpointError, ResumeMismatchError, resume_command
 from lightpref.testing import save_tiny_checkpoint
 
 
@@ -105,10 +105,15 @@ def test_processes_that_resolved_different_checkpoints_all_stop():
     SameCheckpointEverywhere("last", "/r/a.ckpt").setup(TwoProcesses(1, "/r/a.ckpt", False), None, "fit")
     with pytest.raises(ValueError, match=r"last`: .*\(process 0: /r/a.ckpt; process 1: /r/b.ckpt\).*--ckpt_path PATH"):
         SameCheckpointEverywhere("last", "/r/b.ckpt").setup(TwoProcesses(1, "/r/a.ckpt", True), None, "fit")
-    with pytest.raises(ValueError, match=r"process 0 and process 0: /r/a.ckpt; another process: another"):
+    with pytest.raises(ValueError, match=r"\(process 0: /r/a.ckpt; another: another\)"):
         SameCheckpointEverywhere("last", "/r/a.ckpt").setup(TwoProcesses(0, "/r/a.ckpt", True), None, "fit")
     with pytest.raises(ValueError, match=r"auto`: .*process 0: none; process 1: /r/a.ckpt"):  # one would start afresh
         SameCheckpointEverywhere("auto", "/r/a.ckpt").setup(TwoProcesses(1, None, True), None, "fit")
+    with pytest.raises(ValueError, match=r"last`: .*process 0: /r/a.ckpt; process 1: none"):  # one found nothing
+        SameCheckpointEverywhere("last", None, "no checkpoint").setup(TwoProcesses(1, "/r/a.ckpt", True), None, "fit")
+    with pytest.raises(NoCheckpointError, match="no complete checkpoint"):  # none found any: all stop, not hang
+        SameCheckpointEverywhere("last", None, "no complete checkpoint").setup(TwoProcesses(1, None, False), None,
+                                                                              "fit")
 
 
 def test_resume_command_replaces_the_checkpoint_option():
