@@ -197,3 +197,17 @@ def test_two_processes_share_the_reference_cache_work(one_process, tiny_checkpoi
     pairs = sum(1 for _ in pairs_file.open())
     assert stored["views"][""]["counts"].shape == (pairs, 2) and (stored["views"][""]["counts"] > 0).all()
     assert not list(cache_file.parent.glob("*.part"))  # every rank's shard merged and removed
+
+
+def test_last_with_nothing_to_resume_stops_both_processes(tiny_checkpoint, pairs_file, tmp_path):
+    """`--ckpt_path last` on two processes with no checkpoint: both stop with the error (one message), none waits
+    for the other until a timeout."""
+    config = write_job(tmp_path / "job.yaml", tiny_checkpoint, pairs_file, tmp_path / "run", {"class_path":
+                       "lightpref.losses.dpo.DPO"}, batch_size=2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "lightpref", "fit", "--config", str(config), "--trainer.devices", "2",
+               "--trainer.strategy", "ddp", "--ckpt_path", "last"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=240)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "no complete checkpoint to resume from" in result.stderr
+    assert "Traceback" not in result.stderr
