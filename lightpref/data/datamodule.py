@@ -123,7 +123,7 @@ class PreferenceDataModule(LightningDataModule):
         self.tokenizer_source = tokenizer if isinstance(tokenizer, str) else None
         self.gguf_file, self.trust_remote_code = gguf_file, trust_remote_code
         self.train_paths = self.inputs.train_paths  # the training files (recorded in checkpoints)
-        self.hub_dataset, self.hub_config, self.val_fraction = hub_dataset, hub_config, val_fraction
+        self.val_fraction = val_fraction
         self.max_length, self.max_prompt_length = max_length, max_prompt_length
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
         self.num_workers, self.skip_invalid, self.shuffle, self.seed = num_workers, skip_invalid, shuffle, seed
@@ -279,11 +279,12 @@ class PreferenceDataModule(LightningDataModule):
         hub_split = self.inputs.hub_split(split)
         if hub_split is None:
             return None
-        dataset = data_sources.load_hub(self.hub_dataset, self.hub_config, hub_split, streaming=True)
+        name = self.inputs.hub_dataset
+        dataset = data_sources.load_hub(name, self.inputs.hub_config, hub_split, streaming=True)
         job = TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views())
         collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id,
                           pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         shuffle = self.shuffle and split == "train"
         batch_size = self.batch_size if split == "train" else self.val_batch_size
-        return StreamingPairs(dataset, f"hub dataset {self.hub_dataset!r} split {hub_split!r}", job, self.inputs.format,
+        return StreamingPairs(dataset, f"hub dataset {name!r} split {hub_split!r}", job, self.inputs.format,
                               self.skip_invalid, batch_size, collate, shuffle, self.seed)

@@ -79,11 +79,6 @@ class DataInputs:
         self._hub: dict[tuple[str, str | None, str], Any] = {}
         self._digests: dict[tuple[Path, int, int], str] = {}
 
-    @property
-    def mixes(self) -> bool:
-        """Whether a mixture entry weights or caps its pairs (so training uses a seeded choice of them)."""
-        return any(entry.mixes for entry in self.sources)
-
     def hub_split(self, split: str) -> str | None:
         """The Hub split that ``"train"`` or ``"val"`` reads (``None``: not from the Hub)."""
         return self.train_split if split == "train" else self.val_split

@@ -101,7 +101,7 @@ def count_rows(path: Path) -> int | None:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open("rb") as stream:
-            return sum(1 for line in stream if line.lstrip()[:1] == b"{" or _not_blank(line))  # the usual first
+            return sum(1 for line in stream if line.lstrip()[:1] == b"{" or _not_blank(line))  # `{`: not blank
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -115,10 +115,7 @@ def _not_blank(line: bytes) -> bool:
     >>> _not_blank(b'{"a": 1}\\n'), _not_blank(b" \\n"), _not_blank("\\u00a0\\n".encode())
     (True, False, False)
     """
-    stripped = line.strip()
-    if stripped[:1] == b"{":  # the usual line: not blank, without decoding it
-        return True
-    return bool(stripped) and bool(line.decode("utf-8", "replace").strip())
+    return bool(line.strip()) and bool(line.decode("utf-8", "replace").strip())
 
 
 def _first_character(path: Path) -> bytes:
