@@ -110,6 +110,55 @@ def resume_command(path: str | Path, argv: list[str] | None = None) -> str:
     return shlex.join([*prefix, *arguments, "--ckpt_path", str(path)])
 
 
+# --- where in the epoch a checkpoint was written ------------------------------------------------------------
+
+def continue_after_epoch_end(checkpoint: dict[str, Any]) -> None:
+    """Make a checkpoint written as an epoch ended resume as the uninterrupted run goes on: with the next epoch.
+
+    Lightning writes its default checkpoint in ``on_train_epoch_end``, after counting the epoch processed and before
+    counting it completed. A run bounded by ``max_steps`` resumes such a checkpoint as if stopped inside that epoch
+    (Lightning's fit loop restarts every step-bounded run): the sampler gets the next epoch's seed, but the batch
+    counters say the epoch is over, so one batch is trained and the next epoch begins with another order. Training
+    also ends in ``on_train_epoch_end`` when ``max_steps`` is reached part-way through an epoch, and that checkpoint,
+    resumed with a larger ``max_steps``, should finish the epoch instead.
+
+    This rewrites the loop counters in place, before Lightning reads them: an epoch whose last batch was trained is
+    counted completed and the epoch's batch counters start again at zero (the state between two epochs); an epoch
+    cut short by ``max_steps`` is counted unfinished, so its remaining batches follow. Any other checkpoint is left
+    as it is.
+    """
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs = fit_loop.get("epoch_progress") or {}
+    total = epochs.get("total") or {}
+    if not total or not total["ready"] == total["started"] == total["processed"] == total["completed"] + 1:
+        return  # not written in on_train_epoch_end
+    batches = fit_loop.get("epoch_loop.batch_progress") or {}
+    if not batches.get("is_last_batch"):
+        for counts in epochs.values():
+            counts["processed"] -= 1
+        return
+    for counts in epochs.values():
+        counts["completed"] = counts["processed"]
+    for key, progress in fit_loop.items():
+        if key.startswith("epoch_loop."):
+            _zero_current(progress)
+    batches["is_last_batch"] = False
+    for counts in (fit_loop.get("epoch_loop.val_loop.batch_progress") or {}).values():
+        if isinstance(counts, dict):  # validation counts restart with each epoch
+            counts.update(dict.fromkeys(counts, 0))
+
+
+def _zero_current(progress: Any) -> None:
+    """Set every ``current`` counter in a Lightning progress state to zero (the ``total`` ones stay)."""
+    if not isinstance(progress, dict):
+        return
+    for key, value in progress.items():
+        if key == "current" and isinstance(value, dict):
+            value.update(dict.fromkeys(value, 0))
+        else:
+            _zero_current(value)
+
+
 # --- what a checkpoint was trained with ------------------------------------------------------------------------
 
 def describe_loss(loss: Any) -> str:

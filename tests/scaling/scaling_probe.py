@@ -103,13 +103,14 @@ class Probe(Callback):
 def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", steps: int = 6, batch_size: int = 4,
              accumulate: int = 1, ckpt_path: str | None = None, precision: str = "32-true",
              on_nonfinite: str = "skip", probe: Probe | None = None, every_n_train_steps: int | None = None,
-             optimizer: Any = None, callbacks: tuple = ()) -> tuple[Any, Trainer, Probe]:
+             optimizer: Any = None, callbacks: tuple = (), schedule: bool = True) -> tuple[Any, Trainer, Probe]:
     """An in-process fit of the tiny model: seeded, AdamW with warm-up and cosine decay, no validation, no logger.
 
-    With ``every_n_train_steps`` a ModelCheckpoint writes ``root/checkpoints/step=N.ckpt`` (and ``last.ckpt``).
+    With ``every_n_train_steps`` a ModelCheckpoint writes ``root/checkpoints/step=N.ckpt`` (and ``last.ckpt``);
+    ``schedule=False`` keeps the learning rate constant (so runs of different lengths take the same steps).
     """
     from lightning.pytorch import seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
     from lightpref.data import PreferenceDataModule
     from lightpref.module import PreferenceModule
@@ -119,7 +120,7 @@ def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", 
     module = PreferenceModule(
         str(checkpoint), loss=loss, export_dir=None, on_nonfinite=on_nonfinite,
         optimizer=optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-2)),
-        lr_scheduler=lambda opt: WarmupCosineLR(opt, warmup_steps=2),
+        lr_scheduler=(lambda opt: WarmupCosineLR(opt, warmup_steps=2)) if schedule else None,
     )
     data = PreferenceDataModule(tokenizer=str(checkpoint), train_files=str(pairs), batch_size=batch_size,
                                 max_length=64, max_prompt_length=32)
@@ -131,7 +132,8 @@ def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", 
     trainer = Trainer(
         max_steps=steps, default_root_dir=root, accelerator="cpu", devices=1, precision=precision, logger=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        accumulate_grad_batches=accumulate, enable_checkpointing=bool(every_n_train_steps),
+        accumulate_grad_batches=accumulate,
+        enable_checkpointing=bool(checkpoints) or any(isinstance(callback, Checkpoint) for callback in callbacks),
         callbacks=[probe, *checkpoints, *callbacks],
     )
     trainer.fit(module, data, ckpt_path=ckpt_path)

@@ -12,6 +12,7 @@ from scaling_probe import Probe, fit_tiny
 
 from lightpref.checkpointing import SafeCheckpoints
 from lightpref.guards import NonFiniteGuard
+from lightpref.run_callbacks import FinalCheckpoint
 
 STEPS = 9
 
@@ -78,3 +79,41 @@ def test_module_adds_its_safety_callbacks_unless_given(tiny_checkpoint, pairs_fi
     own = SafeCheckpoints(dirpath=str(tmp_path / "elsewhere"))
     _, trainer, _ = fit_tiny(tiny_checkpoint, pairs_file, tmp_path / "own", loss="dpo", steps=1, callbacks=(own,))
     assert [c for c in trainer.callbacks if isinstance(c, SafeCheckpoints)] == [own]
+
+
+def test_resume_from_end_of_training_and_end_of_epoch_checkpoints_matches_the_uninterrupted_run(
+        tiny_checkpoint, pairs_file, tmp_path):
+    """``last.ckpt`` as ``lightpref fit`` writes it with no validation: at each epoch's end and at the end of training.
+
+    The run stops at step 4 (end of training inside epoch 0), is resumed to step 6 (end of training on an epoch
+    boundary), resumed to step 9 and killed after step 8 (inside epoch 1, so ``last.ckpt`` is still the one from the
+    end of epoch 0), then resumed to step 9. Every segment must train the uninterrupted run's batches in its order,
+    with its losses, and end with its weights. A constant learning rate keeps runs of different lengths comparable.
+    """
+    options = {"loss": "dpo", "schedule": False}
+    _, full_trainer, full = fit_tiny(tiny_checkpoint, pairs_file, tmp_path / "full", steps=STEPS, **options)
+    root = tmp_path / "run"
+    last = root / "checkpoints" / "last.ckpt"
+
+    def run(steps: int, probe: Probe | None = None, resume: bool = True) -> tuple:
+        final = FinalCheckpoint(dirpath=str(root / "checkpoints"))
+        return fit_tiny(tiny_checkpoint, pairs_file, root, steps=steps, probe=probe, callbacks=(final,),
+                        ckpt_path=str(last) if resume else None, **options)
+
+    _, _, first = run(4, resume=False)
+    _, _, to_boundary = run(6)
+    killed = Probe(crash_at_step=8)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(STEPS, probe=killed)
+    _, trainer, resumed = run(STEPS)
+
+    assert first.batches == full.batches[:4]
+    assert to_boundary.batches == full.batches[4:6]  # the rest of epoch 0, not epoch 1's order
+    assert killed.batches == full.batches[6:8]  # epoch 1 from its first batch
+    assert resumed.batches == full.batches[6:]
+    assert full.batches[6:] != full.batches[:3], "epoch 1 must be shuffled differently from epoch 0"
+    for segment, steps in ((first, range(1, 5)), (to_boundary, range(5, 7)), (killed, range(7, 9)),
+                           (resumed, range(7, STEPS + 1))):
+        assert_same_run(full, segment, steps)
+    assert trainer.global_step == STEPS and trainer.current_epoch == full_trainer.current_epoch
+    assert_same_weights(full.record["policy"], resumed.record["policy"])
