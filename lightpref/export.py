@@ -104,6 +104,17 @@ def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
+def refuse_to_overwrite(directory: Path, overwrite: bool, name: str, how: str) -> None:
+    """Raise ``ValueError`` when ``directory`` exists and is not an empty directory, unless ``overwrite``: an
+    export never replaces files the user did not ask to replace. ``name`` and ``how`` (to allow it) go into the
+    message."""
+    if overwrite or not directory.exists():
+        return
+    if not directory.is_dir() or any(directory.iterdir()):
+        raise ValueError(f"{name} {directory} is not empty; choose a new directory, or {how} to replace the files "
+                         "in it")
+
+
 def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_remote_code: bool = False,
                       overwrite: bool = False) -> None:
     """Turn a lightpref Lightning checkpoint into a Hugging Face model directory.
@@ -113,9 +124,7 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
     from lightpref.pretrained import ModelSource
 
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise FileExistsError(f"the export directory {output} is not empty; choose a new directory, or pass "
-                              "--overwrite to replace the files in it")
+    refuse_to_overwrite(output, overwrite, "the export directory", "pass --overwrite")
     state = read_checkpoint(checkpoint)
     source = ModelSource.from_dict(state[CHECKPOINT_KEY], trust_remote_code=trust_remote_code)
     policy = source.load_model()

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightpref.batch import PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
-from lightpref.export import CHECKPOINT_KEY, save_policy
+from lightpref.export import CHECKPOINT_KEY, refuse_to_overwrite, save_policy
 from lightpref.forward import TokenLogProbs
 from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.io import eval_mode
@@ -55,7 +55,8 @@ class PreferenceModule(LightningModule):
             ``None`` uses the model's own full forward.
         export_dir: where the trained policy and tokenizer are saved in Hugging Face format at the end of ``fit``,
             relative to the run's log directory unless absolute; ``None`` skips the export. A LoRA policy is saved
-            merged into its base weights.
+            merged into its base weights. A directory that is not empty is refused before training starts.
+        export_overwrite: let ``fit`` write its export into a non-empty ``export_dir``, replacing the files there.
         peft: train an adapter (e.g. ``peft.LoraConfig``) instead of all weights; the reference is then the same
             base model with the adapter switched off, so the weights are in memory once.
         sft_adapter: continue from this trained adapter: it is loaded twice, as the trainable policy adapter and,
@@ -91,6 +92,7 @@ class PreferenceModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         logits_chunk_size: int | None = 1024,
         export_dir: str | None = "huggingface",
+        export_overwrite: bool = False,
         peft: PeftConfig | None = None,
         sft_adapter: str | None = None,
         precompute_reference: bool = False,
@@ -126,7 +128,7 @@ class PreferenceModule(LightningModule):
                                          reference_cache_dir)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         check_optimizer(optimizer)  # a bad value (a negative lr…) fails now, naming its key
-        self.export_dir = export_dir
+        self.export_dir, self.export_overwrite = export_dir, export_overwrite
         self.gradient_checkpointing, self.compile_decoder = gradient_checkpointing, compile
         self.on_nonfinite = on_nonfinite
         self.policy: nn.Module | None = None
@@ -262,12 +264,25 @@ class PreferenceModule(LightningModule):
             del state[key]  # the reference is rebuilt from its source; a checkpoint must not double in size
         checkpoint[CHECKPOINT_KEY] = self.source.to_dict()  # plain data: lets `lightpref export` rebuild the policy
 
-    def on_train_end(self) -> None:
+    def _export_directory(self) -> Path | None:
         if self.export_dir is None:
-            return
+            return None
         directory = Path(self.export_dir)
         if not directory.is_absolute():  # `trainer.log_dir` is collective under DDP/FSDP: read it on every rank
             directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / directory
+        return directory
+
+    def setup(self, stage: str) -> None:
+        """Before a fit loads any model: refuse an export directory that would overwrite files (unless allowed)."""
+        directory = self._export_directory() if stage == "fit" else None
+        if directory is not None:
+            refuse_to_overwrite(directory, self.export_overwrite, "`model.export_dir`:",
+                                "set `model.export_overwrite: true`")
+
+    def on_train_end(self) -> None:
+        directory = self._export_directory()
+        if directory is None:
+            return
         policy = self.policy
         if is_sharded(self):  # FSDP: every rank sends its shards; rank 0 gets an unsharded copy to save
             policy = unsharded_copy(self.trainer.strategy.model, "policy.", self.source.load_model)

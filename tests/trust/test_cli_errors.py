@@ -118,3 +118,22 @@ def test_the_rule_in_isolation(tmp_path):
     assert errors.is_user_error(deliberate.value)
     assert not errors.is_user_error(accidental.value)
     assert not errors.is_user_error(elsewhere.value)
+
+
+def test_fit_refuses_a_non_empty_export_directory_before_loading_a_model(fit_args, tmp_path, capsys, monkeypatch):
+    """As ``lightpref export`` does without ``--overwrite``: files already there survive unless the run is told."""
+    from lightpref.pretrained import ModelSource
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.safetensors").write_text("an earlier run's policy")
+    loads = []
+    load_model = ModelSource.load_model
+    monkeypatch.setattr(ModelSource, "load_model", lambda self, *args, **kwargs: loads.append(self.name)
+                        or load_model(self, *args, **kwargs))
+    assert_one_message(*run_main(fit_args("--model.export_dir", str(export)), capsys),
+                       f"`model.export_dir`: {export} is not empty", "`model.export_overwrite: true`")
+    assert loads == [] and (export / "model.safetensors").read_text() == "an earlier run's policy"
+    assert main(fit_args("--model.export_dir", str(export), "--model.export_overwrite", "true")) == 0
+    assert loads and (export / "config.json").is_file()
+    assert (export / "model.safetensors").read_bytes()[:20] != b"an earlier run's pol"
