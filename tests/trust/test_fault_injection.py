@@ -1,12 +1,13 @@
-"""kill -9 at five points of a run — mid-step, mid-optimiser-update, mid-checkpoint-write, between a checkpoint's
-write and its rename, at the first batch after a resume — plus a SIGTERM, each followed by a resume: every step
-trained by any of the interrupted runs has the loss of the same step of the uninterrupted run, and the last weights
-are the same.
+"""kill -9 at six points of a run — mid-step, mid-optimiser-update, mid-checkpoint-write, between a checkpoint's
+write and its rename, in the epoch after an end-of-epoch checkpoint, at the first batch after a resume — plus a
+SIGTERM, each followed by a resume: every step trained by any of the interrupted runs has the loss of the same step
+of the uninterrupted run, and the last weights are the same.
 
 The kills are chained to keep CI time low: one run is killed at the first point, resumed with ``--ckpt_path last``,
 killed at the next, and so on. The default layout is used — a CSV logger, so a new ``version_N`` directory per
 start, and periodic checkpoints with ``save_last`` off — where ``--ckpt_path last`` used to find nothing and
-silently start again from step 0. Each killed run is a new process; the SIGTERM run prints the command that resumes
+silently start again from step 0, plus lightpref's own ``last.ckpt`` written as each epoch ends (6 steps an epoch).
+Each killed run is a new process; the SIGTERM run prints the command that resumes
 it, and the test runs that command as printed.
 """
 
@@ -41,6 +42,7 @@ def write_job(root: Path, checkpoint: Path, pairs: Path) -> Path:
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                  "init_args": {"filename": "{step}", "every_n_train_steps": 2, "save_top_k": -1, "save_last": False}},
+                {"class_path": "lightpref.run_callbacks.FinalCheckpoint"},
                 {"class_path": "faults.Faults"},
                 {"class_path": "faults.LossLog", "init_args": {"path": str(root / "losses.jsonl")}},
             ],
@@ -102,8 +104,10 @@ def test_kill_at_five_points_then_resume_matches_the_uninterrupted_run(tiny_chec
     assert [p.name for p in (versions / "version_1" / "checkpoints").iterdir()] == [".step=6.ckpt.partial"]
 
     assert chain.run(resume, "rename:6")[:2] == (-9, [5, 6])  # the partial file is no candidate: step 4 again
-    assert chain.run(resume, "optimizer:9")[:2] == (-9, [5, 6, 7, 8])
-    assert sorted(p.name for p in (versions / "version_3" / "checkpoints").iterdir()) == ["step=6.ckpt", "step=8.ckpt"]
+    assert chain.run(resume, "step:8")[:2] == (-9, [5, 6, 7])  # killed in epoch 1: the newest is the epoch-end one
+    assert sorted(p.name for p in (versions / "version_3" / "checkpoints").iterdir()) == ["last.ckpt", "step=6.ckpt"]
+    assert chain.run(resume, "optimizer:9")[:2] == (-9, [7, 8])  # epoch 1 again from its first batch
+    assert sorted(p.name for p in (versions / "version_4" / "checkpoints").iterdir()) == ["step=8.ckpt"]
 
     # in this process (saves a start-up): as if started as `python -m lightpref fit ...`
     monkeypatch.setenv("LIGHTPREF_TEST_FAULT", "sigterm:10")
@@ -118,7 +122,7 @@ def test_kill_at_five_points_then_resume_matches_the_uninterrupted_run(tiny_chec
     logging.getLogger("lightning.pytorch").removeHandler(handler)
     printed = next(message for message in messages if "continue the run with" in message).splitlines()[1]
     command = shlex.split(printed.strip())
-    last = versions / "version_4" / "checkpoints" / "last.ckpt"
+    last = versions / "version_5" / "checkpoints" / "last.ckpt"
     assert command[-2:] == ["--ckpt_path", str(last)] and command[1:5] == ["-m", "lightpref", "fit", "--config"]
 
     code, steps, output = chain.run(command, "resumed:10")  # the printed command, killed before its first step
@@ -130,7 +134,7 @@ def test_kill_at_five_points_then_resume_matches_the_uninterrupted_run(tiny_chec
 
     for entry in logged(root):  # every step any process trained, retrained ones included
         assert entry["loss"] == pytest.approx(expected[entry["step"]], rel=1e-6, abs=1e-7), entry
-    final = torch.load(versions / "version_6" / "checkpoints" / "step=12.ckpt", weights_only=True)["state_dict"]
+    final = torch.load(versions / "version_7" / "checkpoints" / "step=12.ckpt", weights_only=True)["state_dict"]
     uninterrupted = torch.load(next(reference_root.glob("lightning_logs/version_0/checkpoints/step=12.ckpt")),
                                weights_only=True)["state_dict"]
     assert final.keys() == uninterrupted.keys()
