@@ -63,27 +63,50 @@ def _candidates(directories: Iterable[Path]) -> list[Path]:
     return sorted(found, key=lambda path: path.stat().st_mtime_ns, reverse=True)
 
 
-def newest_checkpoint(trainer: Any) -> Path:
-    """The newest checkpoint of the run that passes :func:`~lightpref.safe_load.validate_checkpoint`; damaged
-    ones are skipped with a message. Raises :class:`NoCheckpointError` when there is none."""
+def newest_checkpoint(trainer: Any, record: Mapping[str, Any] | None = None, allowed: Iterable[str] = ()) -> Path:
+    """The newest checkpoint of the run that passes :func:`~lightpref.safe_load.validate_checkpoint` and records
+    the same :func:`run_record` as ``record`` (but for the ``allowed`` parts). Skipped with a message: damaged ones,
+    those of a run that is still running (:mod:`lightpref.run_directory`), and those another run trained on the same
+    root; when only those are found, the newest one's :class:`ResumeMismatchError`. Raises
+    :class:`NoCheckpointError` when there is none."""
     from lightning.pytorch.utilities import rank_zero_info
 
+    from lightpref.run_directory import held_by_another_run
     from lightpref.safe_load import CorruptCheckpointError, UnsafeCheckpointError, validate_checkpoint
 
-    directories = checkpoint_directories(trainer)
+    directories, other_run = checkpoint_directories(trainer), None
     for path in _candidates(directories):
+        folders = [path.parent, *([path.parent.parent] if path.parent.name == "checkpoints" else [])]
+        if any(held_by_another_run(folder) for folder in folders):
+            rank_zero_info(f"lightpref: not resuming from {path}: it belongs to another run, which is still running")
+            continue
         try:
             validate_checkpoint(path)
-        except (CorruptCheckpointError, UnsafeCheckpointError) as error:
-            rank_zero_info(f"lightpref: not resuming from {path}: {error}")
+            if record is not None:
+                check_resume(path, saved_record(path), record, allowed)
+        except (CorruptCheckpointError, UnsafeCheckpointError, ResumeMismatchError) as error:
+            rank_zero_info(f"lightpref: not resuming from {path}: {str(error).split('. ')[0]}")
+            other_run = other_run or (error if isinstance(error, ResumeMismatchError) else None)
             continue
         rank_zero_info(f"lightpref: `--ckpt_path last` is {path}, the newest complete checkpoint of this run")
         return path
+    if other_run is not None:
+        raise other_run
     searched = ", ".join(str(directory) for directory in directories)
     raise NoCheckpointError(
         f"`--ckpt_path last`: no complete checkpoint to resume from in {searched}; give a checkpoint file with "
         "`--ckpt_path PATH`, check `trainer.default_root_dir`, or start a new run without `--ckpt_path`"
     )
+
+
+def saved_record(path: Path) -> dict[str, Any] | None:
+    """The :func:`run_record` a checkpoint file holds (its tensors memory-mapped, not read); ``None`` for a sharded
+    directory, whose record is checked when it loads."""
+    import torch
+
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(RECORD_KEY)
 
 
 def resume_command(path: str | Path, argv: list[str] | None = None) -> str:
@@ -257,18 +280,22 @@ class CheckpointPathCLI:
     def _resolve_last(self) -> None:
         from lightning.pytorch.utilities import rank_zero_info
 
+        from lightpref.checkpointing import SafeCheckpoints
+
         config = self.config_init[self.subcommand]
         option, missing = config.get("ckpt_path"), None
+        allowed = next((c.allow_resume_changes for c in self.trainer.callbacks if isinstance(c, SafeCheckpoints)), [])
+        record = run_record(self.model, None)  # the loss and the model: the data is compared when it loads
         if option == "last":
             try:
-                config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+                config["ckpt_path"] = str(newest_checkpoint(self.trainer, record, allowed))
             except NoCheckpointError as error:
                 if self.trainer.world_size <= 1:
                     raise
                 config["ckpt_path"], missing = None, str(error)  # every process stops together, once they can talk
         elif option == "auto":  # a job script that both starts and continues a run
             try:
-                config["ckpt_path"] = str(newest_checkpoint(self.trainer))
+                config["ckpt_path"] = str(newest_checkpoint(self.trainer, record, allowed))
             except NoCheckpointError:
                 config["ckpt_path"] = None
                 rank_zero_info("lightpref: `--ckpt_path auto`: no checkpoint of this run yet, starting at step 0")

@@ -32,6 +32,7 @@ from lightpref.losses.registry import class_path, registered_names
 from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
+from lightpref.run_directory import RunDirectories
 from lightpref.strategies import register_strategies
 
 DESCRIPTIONS = {
@@ -196,6 +197,13 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         arrange_help(parser)
         return parser
+
+    def before_fit(self) -> None:
+        """``--ckpt_path last`` resolved first (this run holds no directory yet), then the run claims its own
+        ``version_N`` and holds its checkpoint directories (:mod:`lightpref.run_directory`)."""
+        super().before_fit()
+        claiming = self.trainer.global_rank == 0  # the other processes of a run use the directory it claims
+        self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         config = self._get(self.config_init, "trainer", default={})

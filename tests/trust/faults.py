@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -110,3 +111,37 @@ class Faults(Callback):
         if self.point == "sigterm" and trainer.global_step == self.step:
             self.point = ""
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.05)
+
+
+class Barrier(Callback):
+    """Two runs started together: at setup each reads its log directory (where Lightning decides a run's
+    ``version_N``), then waits until ``parties`` processes have, so each has chosen before any writes there."""
+
+    def __init__(self, directory: str, parties: int = 2) -> None:
+        self.directory, self.parties = Path(directory), parties
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        trainer.log_dir  # noqa: B018 — the version is chosen on first use
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / str(os.getpid())).touch()
+        _wait_for(lambda: len(list(self.directory.iterdir())) >= self.parties, "the other run")
+
+
+class Hold(Callback):
+    """Pauses the run as step ``at_step`` starts: creates ``<path>.held``, then waits for ``<path>.go`` to exist."""
+
+    def __init__(self, path: str, at_step: int) -> None:
+        self.path, self.at_step = path, at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step + 1 == self.at_step:
+            Path(f"{self.path}.held").touch()
+            _wait_for(lambda: Path(f"{self.path}.go").exists(), f"{self.path}.go")
