@@ -33,15 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightpref.resume import (
-    PARTS,
-    RECORD_KEY,
-    NoCheckpointError,
-    check_resume,
-    continue_after_epoch_end,
-    resume_command,
-    run_record,
-)
+from lightpref.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
 from lightpref.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
 from lightpref.safe_load import CorruptCheckpointError as CorruptCheckpointError
 from lightpref.safe_load import refusal, unsafe, validate_checkpoint
@@ -226,6 +218,8 @@ class SafeCheckpoints(Callback):
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this only when a fit resumes, before it restores the loops: sharded checkpoints are checked
         here (files already were), and one written as an epoch ended continues with the next epoch."""
+        from lightpref.resume import continue_after_epoch_end
+
         self._check_resume(trainer.ckpt_path, checkpoint)
         continue_after_epoch_end(checkpoint)
 

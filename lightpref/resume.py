@@ -2,11 +2,12 @@
 
 - :func:`newest_checkpoint` is what ``--ckpt_path last`` means to ``lightpref``: the newest complete checkpoint of
   the run's root directory, whichever ``version_N`` (one per start, by default) wrote it, whether it is
-  ``last.ckpt`` or a periodic one. If there is none, resuming stops with :class:`NoCheckpointError` — asking to
-  resume never silently starts from step 0.
+  ``last.ckpt`` or a periodic one, passing over a live run's and those of another loss or model. If there is none,
+  resuming stops with :class:`NoCheckpointError` — asking to resume never silently starts from step 0.
 - :func:`run_record` describes what a run trains — the loss with its arguments, the model, the training data — and
   every checkpoint carries it; :func:`check_resume` refuses to continue a checkpoint with something else, naming
   what changed, unless the user allows that change.
+- :func:`continue_after_epoch_end` resumes a checkpoint written as an epoch ended exactly where the run was.
 - :func:`resume_command` is the command line that continues a run from a given checkpoint.
 - :class:`CheckpointPathCLI` gives ``LightningCLI`` these rules for ``--ckpt_path``.
 """
@@ -136,19 +137,15 @@ def resume_command(path: str | Path, argv: list[str] | None = None) -> str:
 # --- where in the epoch a checkpoint was written ------------------------------------------------------------
 
 def continue_after_epoch_end(checkpoint: dict[str, Any]) -> None:
-    """Make a checkpoint written as an epoch ended resume as the uninterrupted run goes on: with the next epoch.
+    """Make a checkpoint written as an epoch ended resume as the uninterrupted run goes on.
 
-    Lightning writes its default checkpoint in ``on_train_epoch_end``, after counting the epoch processed and before
-    counting it completed. A run bounded by ``max_steps`` resumes such a checkpoint as if stopped inside that epoch
-    (Lightning's fit loop restarts every step-bounded run): the sampler gets the next epoch's seed, but the batch
-    counters say the epoch is over, so one batch is trained and the next epoch begins with another order. Training
-    also ends in ``on_train_epoch_end`` when ``max_steps`` is reached part-way through an epoch, and that checkpoint,
-    resumed with a larger ``max_steps``, should finish the epoch instead.
-
-    This rewrites the loop counters in place, before Lightning reads them: an epoch whose last batch was trained is
-    counted completed and the epoch's batch counters start again at zero (the state between two epochs); an epoch
-    cut short by ``max_steps`` is counted unfinished, so its remaining batches follow. Any other checkpoint is left
-    as it is.
+    Lightning writes its default checkpoint in ``on_train_epoch_end`` (the epoch counted processed, not completed),
+    also when ``max_steps`` ends a run part-way through an epoch. Its fit loop restarts every step-bounded run as if
+    stopped inside that epoch: the sampler gets the next epoch's seed, but the batch counters say the epoch is over,
+    so one batch is trained and the epoch after begins. This rewrites the loop counters in place, before Lightning
+    reads them: an epoch whose last batch was trained is counted completed, its batch counters back at zero (the
+    state between two epochs); an epoch cut short by ``max_steps`` is counted unfinished, so its remaining batches
+    follow. Any other checkpoint is left as it is.
     """
     fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
     epochs = fit_loop.get("epoch_progress") or {}
