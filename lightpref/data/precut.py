@@ -91,8 +91,8 @@ def _window(
     while len(text) > WHOLE_WINDOWS * width:
         if width > MAX_WINDOWS * first:
             raise ValueError(
-                f"the {what} is {len(text):,} characters long and the tokens `max_length` keeps of it cannot be "
-                "found without tokenising all of it (it has no word boundary near where it would be cut, e.g. one "
+                f"the {what} is {len(text):,} characters long and the tokens truncation keeps of it cannot be found "
+                "without tokenising all of it (it has no word boundary near where it would be cut, e.g. one "
                 "character repeated); shorten the record or remove it"
             )
         ids = _ids(window(width), tokenizer)
