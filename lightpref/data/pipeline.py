@@ -38,7 +38,7 @@ from lightpref.data.collate import VIEW_COLUMN
 from lightpref.data.formats import NormaliseResult, PreferenceExample, iter_normalised
 from lightpref.data.sources import Row
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
-from lightpref.data.workers import die_with_parent, kill_workers
+from lightpref.data.workers import die_with_parent
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -131,8 +131,8 @@ class ChunkTokenizer:
     """Tokenises chunks in order, in this process or on ``num_proc`` worker processes (started at the second chunk,
     so small data never pays for them). Use as a context manager; the workers stop on exit. A worker that dies
     (killed, e.g. out of memory) is an error, never a hang. The workers end with this process however it ends (on
-    Linux; see :func:`die_with_parent`); on an error or interruption here they are killed at once, without
-    finishing the chunks in flight."""
+    Linux; see :func:`~lightpref.data.workers.die_with_parent`) and ignore SIGINT and SIGTERM, which this process
+    handles."""
 
     def __init__(self, job: TokenizeJob, num_proc: int = 1) -> None:
         self.job, self.num_proc = job, num_proc
@@ -141,11 +141,11 @@ class ChunkTokenizer:
     def __enter__(self) -> ChunkTokenizer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._pool is not None:
             try:
-                if exc_type is not None:
-                    kill_workers(self._pool)
+                # the chunks being tokenised finish (killing a worker could cut a result it is sending in half, and
+                # leave the pool waiting for the rest forever); the others are cancelled
                 self._pool.shutdown(wait=True, cancel_futures=True)
             finally:
                 self._pool = None

@@ -2,7 +2,7 @@
 
 A pool's workers are blocked reading their task queue; if the parent is killed (``kill -9``, out of memory) nothing
 tells them, and each lives on with its memory. :func:`die_with_parent`, run first in each worker, has the kernel end
-it with its parent (Linux); :func:`kill_workers` ends a pool's workers at once when the parent stops early.
+it with its parent (Linux).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import ctypes
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1  # Linux prctl(2) option: the signal a process gets when its parent dies
 
@@ -28,13 +27,3 @@ def die_with_parent(parent: int) -> None:
     if os.getppid() != parent:  # the parent died before the signal was set
         os._exit(1)
 
-
-def kill_workers(pool: ProcessPoolExecutor) -> None:
-    """End a pool's workers now (their chunks are not wanted)."""
-    processes = list(getattr(pool, "_processes", None) or {})  # CPython's {pid: process}
-    pool.shutdown(wait=False, cancel_futures=True)
-    for pid in processes:
-        try:
-            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # no SIGKILL on Windows
-        except (ProcessLookupError, PermissionError):
-            pass
