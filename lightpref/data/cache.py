@@ -3,7 +3,10 @@
 Layout of ``<cache_dir>/<fingerprint>/``: one Arrow stream file per split (``train.arrow``, ``val.arrow``, appended a
 chunk at a time by :mod:`lightpref.data.pipeline` and memory-mapped by ``datasets.Dataset.from_file``) and
 ``stats.json`` (counts per split and per source), written last. A directory is only ever created by renaming a
-complete temporary one into place, so an interrupted write is never read.
+complete temporary one into place, so an interrupted write is never read. A temporary directory is named after the
+process writing it (``.<fingerprint>.tmp-<pid>-<random>``) and holds a lock while it is written; one left by a killed
+process is removed by the next write into the same ``cache_dir``, one that a live process is writing is left alone.
+SIGTERM while writing stops it (status 143) with one line saying so, and removes the temporary directory.
 
 >>> fingerprint({"max_length": 512}) == fingerprint({"max_length": 512}) != fingerprint({"max_length": 256})
 True
@@ -15,13 +18,22 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from lightpref import io
+
+try:
+    import fcntl
+except ImportError:  # Windows: a temporary directory is live while the process named in it runs
+    fcntl = None  # type: ignore[assignment]
 from lightpref.data.collate import VIEW_COLUMN
 
 if TYPE_CHECKING:
@@ -78,12 +90,14 @@ def writing(directory: Path) -> Iterator[Path]:
     this code) is replaced. On error the temporary directory is removed.
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(directory.parent)
     if directory.exists() and not is_complete(directory):
         shutil.rmtree(directory)
-    temporary = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    temporary = directory.parent / f".{directory.name}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         temporary.mkdir()
-        yield temporary
+        with _locked(temporary), stopping_on_sigterm():
+            yield temporary
         if not is_complete(temporary):
             raise RuntimeError(f"the cache written to {temporary} has no {STATS_FILE}")
         try:
@@ -91,8 +105,116 @@ def writing(directory: Path) -> Iterator[Path]:
         except OSError:
             if not is_complete(directory):
                 raise
+    except Terminated:
+        shutil.rmtree(temporary, ignore_errors=True)
+        print(f"lightpref: tokenising was stopped (SIGTERM); nothing was cached in {directory.parent}; rerun the "
+              "same command to tokenise again", file=sys.stderr, flush=True)
+        raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+TEMPORARY_MARK = ".tmp-"  # .<fingerprint>.tmp-<pid>-<random>: a cache directory being written
+LOCK_FILE = ".writing"
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while a cache was written (a ``SystemExit`` with status 143, as a process ended by SIGTERM)."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+@contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (once) so that the block can clean up; the previous
+    handler is restored after. Only the main thread can handle signals: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not raised:  # a second SIGTERM must not interrupt the clean-up of the first
+            raised.append(signum)
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _locked(temporary: Path) -> Iterator[None]:
+    """Hold a lock on ``temporary/.writing`` while the block runs (released by the system if the process dies);
+    the lock file is gone afterwards, so it never reaches the cache."""
+    if fcntl is None:
+        yield
+        return
+    lock = temporary / LOCK_FILE
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def remove_stale(cache_dir: Path) -> list[Path]:
+    """Remove the temporary directories in ``cache_dir`` that no live process is writing (left by a killed
+    process); returns them. One is live while a process holds its lock (or, without a lock file, while the
+    process named in it runs); this process's own are never touched."""
+    removed = []
+    for path in cache_dir.glob(f".*{TEMPORARY_MARK}*"):
+        pid = _writer_pid(path.name)
+        if pid is None or pid == os.getpid() or not path.is_dir() or _is_live(path, pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid in a temporary directory's name, or ``None`` when the name is not one.
+
+    >>> _writer_pid(".ab12.tmp-4242-0f0f0f0f"), _writer_pid(".ab12.tmp-x-1")
+    (4242, None)
+    """
+    pid = name.rpartition(TEMPORARY_MARK)[2].partition("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _is_live(path: Path, pid: int) -> bool:
+    try:
+        descriptor = os.open(path / LOCK_FILE, os.O_RDWR)
+    except FileNotFoundError:  # written by an older lightpref, or between lock and rename: ask about the process
+        return _process_runs(pid)
+    except OSError:
+        return True
+    try:
+        if fcntl is None:
+            return _process_runs(pid)
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held: a live process is writing it
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def _process_runs(pid: int) -> bool:
+    if sys.platform == "win32":
+        return True  # os.kill(pid, 0) would stop the process there; leave its directory
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. another user's process
+    return True
 
 
 def write_stats(directory: Path, stats: Mapping[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from lightpref.data.collate import VIEW_COLUMN
 from lightpref.data.formats import NormaliseResult, PreferenceExample, iter_normalised
 from lightpref.data.sources import Row
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
+from lightpref.data.workers import die_with_parent
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -111,8 +113,11 @@ _WORKER_JOB: TokenizeJob | None = None
 TOKENIZERS_PARALLELISM = "TOKENIZERS_PARALLELISM"
 
 
-def _start_worker(job: TokenizeJob) -> None:
+def _start_worker(job: TokenizeJob, parent: int) -> None:
     global _WORKER_JOB
+    die_with_parent(parent)
+    for name in ("SIGINT", "SIGTERM"):  # the parent handles these and stops the workers itself
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     os.environ[TOKENIZERS_PARALLELISM] = "false"  # one thread per worker: the processes are the parallelism
     _WORKER_JOB = job
 
@@ -125,7 +130,9 @@ def _tokenize_in_worker(chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
 class ChunkTokenizer:
     """Tokenises chunks in order, in this process or on ``num_proc`` worker processes (started at the second chunk,
     so small data never pays for them). Use as a context manager; the workers stop on exit. A worker that dies
-    (killed, e.g. out of memory) is an error, never a hang."""
+    (killed, e.g. out of memory) is an error, never a hang. The workers end with this process however it ends (on
+    Linux; see :func:`~lightpref.data.workers.die_with_parent`) and ignore SIGINT and SIGTERM, which this process
+    handles."""
 
     def __init__(self, job: TokenizeJob, num_proc: int = 1) -> None:
         self.job, self.num_proc = job, num_proc
@@ -137,6 +144,8 @@ class ChunkTokenizer:
     def __exit__(self, *exc_info: object) -> None:
         if self._pool is not None:
             try:
+                # the chunks being tokenised finish (killing a worker could cut a result it is sending in half, and
+                # leave the pool waiting for the rest forever); the others are cancelled
                 self._pool.shutdown(wait=True, cancel_futures=True)
             finally:
                 self._pool = None
@@ -166,7 +175,8 @@ class ChunkTokenizer:
         if self._pool is None:
             # fork starts workers in milliseconds without re-importing; elsewhere fork is unsafe, so spawn.
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            pool = ProcessPoolExecutor(self.num_proc, context, initializer=_start_worker, initargs=(self.job,))
+            pool = ProcessPoolExecutor(self.num_proc, context, initializer=_start_worker,
+                                       initargs=(self.job, os.getpid()))
             previous = os.environ.get(TOKENIZERS_PARALLELISM)
             os.environ[TOKENIZERS_PARALLELISM] = "false"  # set when forking: the tokenizers library then stays quiet
             # Frozen objects are left alone by the garbage collector, in the forked workers and, until the workers

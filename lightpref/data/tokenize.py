@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from lightpref.data.formats import Message, PreferenceExample, Prompt
+from lightpref.data.precut import cut_prompt, cut_texts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -132,6 +133,7 @@ def tokenize_pairs(
             prompt_text = prompt_as_text(example.prompt, tokenizer)
             completions = [completion_text(example, prompt_text, completion, tokenizer, stats)
                            for completion in (example.chosen, example.rejected)]
+            prompt_text, completions = cut_texts(prompt_text, completions, tokenizer, max_length, max_prompt_length)
         except ValueError as error:
             raise PairError(index, str(error)) from None
         texts.append((prompt_text, *completions))
@@ -177,8 +179,8 @@ def _add_view_prompts(
     names, texts = list(views), []
     for index, _ in kept:
         try:
-            texts += [prompt_as_text(views[name].apply(copy.deepcopy(examples[index].prompt)), tokenizer)
-                      for name in names]
+            texts += [cut_prompt(prompt_as_text(views[name].apply(copy.deepcopy(examples[index].prompt)), tokenizer),
+                                 max_prompt_length, tokenizer, f"view {name!r}'s prompt") for name in names]
         except ValueError as error:
             raise PairError(index, str(error)) from None
     encoded = iter(encode_texts(texts, tokenizer))

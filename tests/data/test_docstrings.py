@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
-           "streaming", "sampling", "token_budget"]
+           "streaming", "sampling", "token_budget", "precut"]
 
 
 @pytest.mark.parametrize("name", MODULES)
