@@ -3,10 +3,11 @@
 An error is the user's to fix — printed as ``lightpref: error: <message>``, exit status 1, no traceback — when it
 is one of these:
 
-- an exception lightpref raises on purpose: a ``ValueError``, ``TypeError``, ``LookupError``, ``FloatingPointError``
-  or a file error (``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``) whose
-  innermost frame is a ``raise`` statement in lightpref's own code. Those messages were written for a person (what,
-  where, how to fix); the same types coming out of a library call inside lightpref are not;
+- an exception lightpref raises on purpose: a ``ValueError``, ``TypeError``, ``LookupError``, ``FloatingPointError``,
+  ``ImportError`` (an optional extra that is not installed) or a file error (``FileNotFoundError``,
+  ``NotADirectoryError``, ``IsADirectoryError``, ``PermissionError``) whose innermost frame is a ``raise`` statement
+  in lightpref's own code. Those messages were written for a person (what, where, how to fix); the same types coming
+  out of a library call inside lightpref are not;
 - the same kinds raised by a ``raise`` statement in the constructor of a class the config names (a loss plugin
   checking its arguments), while lightpref or jsonargparse builds it;
 - Lightning's ``MisconfigurationException``, which Lightning raises for a wrong Trainer setting;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.util
+import io
 import os
 import sys
 import traceback
@@ -114,9 +116,8 @@ def _written_file(errors: list[BaseException]) -> str | None:
         frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
         for frame in reversed(frames):  # the innermost frame first
             for value in frame.f_locals.values():
-                name = getattr(value, "name", None) if hasattr(value, "write") else None
-                if isinstance(name, str):
-                    return name
+                if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
+                    return value.name
     return None
 
 

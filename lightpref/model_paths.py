@@ -15,6 +15,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 MODEL_DIRECTORY = ("a model directory holds config.json, the weights (model.safetensors, pytorch_model.bin or a "
                    "sharded *.index.json) and the tokenizer (tokenizer.json or tokenizer_config.json), as "
                    "`save_pretrained` and `lightpref export` write them")
+_OFFLINE = "a model in the local Hub cache, and it cannot be looked up online ({why})"
 
 
 def check_local_path(name: str, key: str, needs: str = "model") -> None:
@@ -53,7 +54,7 @@ def _hub_problem(name: str, error: OSError) -> str | None:
         return None  # the model exists; its own message says how to get access
     if any(isinstance(link, (hub.LocalEntryNotFoundError, hub.OfflineModeIsEnabled)) for link in chain):
         why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
-        return f"a model in the local Hub cache, and it cannot be looked up online ({why})"
+        return _OFFLINE.format(why=why)
     if any(isinstance(link, (hub.RepositoryNotFoundError, hub.RevisionNotFoundError, hub.HFValidationError))
            for link in chain):
         return "a model on the Hugging Face Hub"
@@ -70,8 +71,26 @@ def hub_errors(name: str, key: str) -> Iterator[None]:
         problem = _hub_problem(name, error)
         if problem is None:
             raise
-        raise FileNotFoundError(
-            f"{key}: {name!r} is neither a local directory nor {problem}; give the path of a model directory, or "
-            f"a Hub name that exists (downloaded once while online, `huggingface-cli download {name}`, it loads "
-            "offline)"
-        ) from error
+        raise FileNotFoundError(_not_found(name, key, problem)) from error
+
+
+def _not_found(name: str, key: str, problem: str) -> str:
+    return (f"{key}: {name!r} is neither a local directory nor {problem}; give the path of a model directory, or a "
+            f"Hub name that exists (downloaded once while online, `huggingface-cli download {name}`, it loads offline)")
+
+
+def check_model(name: str, key: str) -> None:
+    """Before anything is loaded: ``name`` is a directory that holds a model, or a Hub name that can be loaded (in
+    the local Hub cache when ``HF_HUB_OFFLINE`` is set; online it is looked up when loaded)."""
+    check_local_path(name, key, "model")
+    if Path(name).expanduser().exists():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except HFValidationError as error:
+        raise FileNotFoundError(_not_found(name, key, "a valid Hugging Face Hub name")) from error
+    if constants.HF_HUB_OFFLINE and not isinstance(cached, str):
+        raise FileNotFoundError(_not_found(name, key, _OFFLINE.format(why="HF_HUB_OFFLINE is set")))
