@@ -40,6 +40,14 @@ def test_a_failed_start_writes_nothing(iterate_config, tmp_path, capsys, monkeyp
     one_message(capsys, [*command, "--model.loss.init_args.beta", "0"], "`model.loss`",
                 "`beta` must be a positive number")
     one_message(capsys, [*command, "--data.batch_size", "0"], "`batch_size` must be an integer >= 1")
+    from huggingface_hub import constants
+
+    with monkeypatch.context() as offline:
+        offline.setattr(constants, "HF_HUB_OFFLINE", True)
+        one_message(capsys, [*command, "--model.pretrained", "no-such-org/no-such-model"], "`model.pretrained`",
+                    "'no-such-org/no-such-model' is neither a local directory nor", "HF_HUB_OFFLINE is set")
+        one_message(capsys, [*command, *classifier, "--iterate.reward.model", "no-such-org/no-such-reward"],
+                    "`iterate.reward.init_args.model`", "neither a local directory")
     monkeypatch.setitem(sys.modules, "vaderSentiment", None)  # the `sentiment` extra not installed
     monkeypatch.setitem(sys.modules, "vaderSentiment.vaderSentiment", None)
     one_message(capsys, [*command, "--iterate.reward", "lightpref.evaluation.VaderSentiment"],
