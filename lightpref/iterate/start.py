@@ -100,6 +100,22 @@ def comparable(settings: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def differing(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two settings trees.
+
+    >>> differing({"data": {"batch_size": 2, "seed": 0}, "iterate": 1}, {"data": {"batch_size": 3, "seed": 0}})
+    ['data.batch_size', 'iterate']
+    """
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += differing(old, new, f"{prefix}{key}.")
+        elif fingerprint({"v": old}) != fingerprint({"v": new}):
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
 def check_resume(out: Path, settings: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs: a fresh run needs an ``out_dir`` without results; a resumed one the same settings (all but
     :data:`RESUME_FREE_KEYS` and :data:`RESUME_FREE_DATA_KEYS`). Writes ``config.json`` for a run that starts."""
@@ -108,9 +124,7 @@ def check_resume(out: Path, settings: dict[str, Any], resume: bool) -> None:
         if not resume:
             raise ValueError(f"{out} already holds a `lightpref iterate` run: pass `--ckpt_path last` to continue it, "
                              f"or choose another `--iterate.out_dir`")
-        before, now = comparable(json.loads(saved.read_text())), comparable(settings)
-        changed = sorted(key for key in set(before) | set(now)
-                         if fingerprint({"v": before.get(key)}) != fingerprint({"v": now.get(key)}))
+        changed = differing(comparable(json.loads(saved.read_text())), comparable(settings))
         if changed:
             raise ValueError(f"cannot continue the run in {out}: its settings differ in {', '.join(changed)}; "
                              f"continue with the original config (see {saved}) or choose another `--iterate.out_dir`")

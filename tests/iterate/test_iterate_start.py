@@ -72,7 +72,7 @@ def test_a_config_next_to_no_results_is_replaced_and_free_settings_may_change(tm
     with pytest.raises(ValueError, match="--ckpt_path last"):
         check_resume(out, settings(batch_size=4), resume=False)
     check_resume(out, settings(batch_size=4, skip_invalid=True, devices=2), resume=True)
-    with pytest.raises(ValueError, match="differ in data"):
+    with pytest.raises(ValueError, match="differ in data.batch_size;"):
         check_resume(out, settings(batch_size=5), resume=True)
 
 
@@ -117,4 +117,4 @@ def test_after_a_failed_start_a_round_with_empty_samples_trains(iterate_config, 
     assert pairs and all(pair["chosen"][0]["content"] and pair["rejected"][0]["content"] for pair in pairs)
     assert (out / "round_1" / "policy").is_dir()
     assert main([*command, "--ckpt_path", "last", "--data.skip_invalid", "true", "--data.num_workers", "1"]) == 0
-    one_message(capsys, [*command, "--ckpt_path", "last", "--data.batch_size", "3"], "differ in data")
+    one_message(capsys, [*command, "--ckpt_path", "last", "--data.batch_size", "3"], "differ in data.batch_size")
