@@ -26,6 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lightpref.io import cache_root, file_sha256, fingerprint
+from lightpref.model_paths import check_local_path, hub_errors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -119,22 +120,28 @@ def load_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     quantization_bits: int | None = None,
+    key: str = "`model.pretrained`",
 ) -> PreTrainedModel:
     """A causal LM from a Hub name, a local directory, or a GGUF file (see the module docstring).
 
-    ``quantization_bits`` (4 or 8) loads the weights quantised by bitsandbytes, for QLoRA.
+    ``quantization_bits`` (4 or 8) loads the weights quantised by bitsandbytes, for QLoRA. ``key`` names the setting
+    ``name_or_path`` came from, for the error when it names no model.
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     quantization = quantization_config(quantization_bits, dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path,
-        dtype=DTYPES[dtype],
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        **({"quantization_config": quantization} if quantization is not None else {}),
-    )
+    if gguf_file is None:
+        check_local_path(name_or_path, key, "model")
+    location = str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path
+    with hub_errors(location, key):
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            dtype=DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            **({"quantization_config": quantization} if quantization is not None else {}),
+        )
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -149,9 +156,10 @@ def load_tokenizer(
     """The tokenizer that goes with :func:`load_model`'s model; EOS stands in for a missing pad token. ``key`` names
     the setting ``name_or_path`` came from, for the error when it is a missing local path."""
     if gguf_file is None:
-        check_local_path(name_or_path, key)
+        check_local_path(name_or_path, key, "tokenizer")
     location = str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    with hub_errors(location, key):
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -161,15 +169,6 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The id rows are padded with: the pad token's, EOS standing in for a missing one (as :func:`load_tokenizer`
     sets it)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def check_local_path(name: str, key: str) -> None:
-    """A clear error, naming the configuration ``key``, when ``name`` is meant as a local path (a Hub id is ``name``
-    or ``org/name``) that does not exist."""
-    meant_as_path = name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
-    if meant_as_path and not Path(name).expanduser().exists():
-        raise FileNotFoundError(f"{key}: the path {name!r} does not exist; give an existing model directory or a "
-                                "Hugging Face Hub name such as HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def _directory_digest(directory: Path) -> dict[str, str]:
@@ -247,7 +246,7 @@ class ModelSource:
     def check_exists(self) -> None:
         """A clear error, naming the key, for a local path that does not exist."""
         if self.gguf_file is None:
-            check_local_path(self.name, f"`{self.key}`")
+            check_local_path(self.name, f"`{self.key}`", "model")
         if self.adapter is not None and not Path(self.adapter).expanduser().is_dir():
             raise FileNotFoundError(f"`model.sft_adapter`: no adapter directory at {self.adapter!r}")
 
@@ -260,7 +259,7 @@ class ModelSource:
         """The model; with ``with_adapter`` (default) its adapter attached (trainable, as a policy)."""
         model = load_model(self.location(), dtype=self.dtype, attn_implementation=self.attn_implementation,
                            trust_remote_code=self.trust_remote_code, revision=self.revision,
-                           quantization_bits=self.quantization_bits)
+                           quantization_bits=self.quantization_bits, key=f"`{self.key}`")
         if with_adapter and self.has_adapter:
             from peft import get_peft_config
 
@@ -271,7 +270,7 @@ class ModelSource:
         return model
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
-        return load_tokenizer(self.location(), trust_remote_code=self.trust_remote_code)
+        return load_tokenizer(self.location(), trust_remote_code=self.trust_remote_code, key=f"`{self.key}`")
 
     def fingerprint(self) -> str:
         """Identifies the weights by content: a SHA-256 of every local weight file (of the GGUF file itself), the

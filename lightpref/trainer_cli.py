@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightpref.data import PreferenceDataModule
 from lightpref.losses import PreferenceLoss
-from lightpref.losses.registry import class_path, registered_names
+from lightpref.losses.registry import loaded_class_path, registered_names
 from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
@@ -91,7 +91,7 @@ def resolve_registered_loss_names() -> None:
 
     def resolve(cls: Any, name: str) -> str:
         if isinstance(name, str) and "." not in name and _is_loss_type(cls):
-            path = class_path(name)
+            path = loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
             if path is not None:
                 return path
         return resolve_original(cls, name)

@@ -121,8 +121,12 @@ def sample_and_score(
 def collect_pairs(
     directory: Path, chunk_count: int, samples_per_prompt: int, rule: PairingRule, chat: bool
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Every chunk's pairs in prompt order, and statistics of the round's samples and pairs."""
+    """Every chunk's pairs in prompt order, and statistics of the round's samples and pairs.
+
+    A degenerate pair (an empty chosen or rejected completion, or two that are the same text) states no preference
+    the data can train on: it is dropped and counted in ``pairs/dropped_degenerate``."""
     records: list[dict[str, Any]] = []
+    dropped = 0
     rewards_all: list[float] = []
     tokens_all: list[int] = []
     for chunk in range(chunk_count):
@@ -135,16 +139,37 @@ def collect_pairs(
         tokens_all += samples["completion_tokens"]
         for index, prompt in enumerate(samples["prompts"]):
             window = slice(index * samples_per_prompt, (index + 1) * samples_per_prompt)
-            records += make_pairs(prompt, samples["texts"][window], rewards[window], rule, chat=chat)
+            pairs = make_pairs(prompt, samples["texts"][window], rewards[window], rule, chat=chat)
+            kept = [record for record in pairs if not degenerate(record)]
+            dropped += len(pairs) - len(kept)
+            records += kept
     gaps = [record["chosen_reward"] - record["rejected_reward"] for record in records]
     stats = {
         "samples/reward": sum(rewards_all) / max(len(rewards_all), 1),
         "samples/completion_tokens": sum(tokens_all) / max(len(tokens_all), 1),
         "pairs/count": float(len(records)),
+        "pairs/dropped_degenerate": float(dropped),
         "pairs/reward_gap": sum(gaps) / max(len(gaps), 1),
         "pairs/chosen_reward": sum(r["chosen_reward"] for r in records) / max(len(records), 1),
     }
     return records, stats
+
+
+def completion_text(completion: str | list[dict[str, Any]]) -> str:
+    """A completion's text, whether plain or assistant messages, stripped.
+
+    >>> completion_text([{"role": "assistant", "content": " Hi "}]), completion_text(" ok\\n")
+    ('Hi', 'ok')
+    """
+    if isinstance(completion, str):
+        return completion.strip()
+    return "\n".join(str(message.get("content", "")) for message in completion).strip()
+
+
+def degenerate(record: dict[str, Any]) -> bool:
+    """Whether a pair's chosen or rejected completion is empty, or both are the same text."""
+    chosen, rejected = completion_text(record["chosen"]), completion_text(record["rejected"])
+    return not chosen or not rejected or chosen == rejected
 
 
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:

@@ -9,11 +9,12 @@ round (and once for the initial model) the policy is sampled on held-out prompts
 
 Layout of ``out_dir`` (everything a user may inspect)::
 
-    config.yaml                      the parsed config of the run (checked on resume)
+    config.json                      the parsed config of the run (checked on resume; written once the start
+                                     checks pass, see :mod:`lightpref.iterate.start`)
     round_0/eval.json                held-out reward of the initial model
     round_<r>/samples/               every chunk's samples and rewards (JSON)
     round_<r>/pairs.jsonl            the round's preference pairs (a dataset ``lightpref fit`` reads)
-    round_<r>/pair_stats.json        sample reward, pair count, reward gap
+    round_<r>/pair_stats.json        sample reward, pair count, reward gap, degenerate pairs dropped
     round_<r>/checkpoints/last.ckpt  the round's training checkpoint (deleted once the round's policy is saved,
                                      unless ``iterate.keep_checkpoints``)
     round_<r>/train/                 the round's training TensorBoard logs
@@ -46,7 +47,7 @@ from torch import nn
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
 from lightpref.export import save_policy
-from lightpref.io import atomic_write_text, fingerprint
+from lightpref.io import atomic_write_text
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.stages import (
     barrier,
@@ -57,6 +58,7 @@ from lightpref.iterate.stages import (
     sample_and_score,
     write_jsonl,
 )
+from lightpref.iterate.start import check_command, check_models, check_resume
 from lightpref.module import PreferenceModule
 from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
 from lightpref.trainer_cli import resolve_registered_loss_names
@@ -64,7 +66,6 @@ from lightpref.trainer_cli import resolve_registered_loss_names
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
                     "val_split", "records", "prompt_views"}
 TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpointing"}
-RESUME_FREE_KEYS = {"config", "ckpt_path", "trainer"}  # may differ when a run is continued (e.g. more devices)
 
 
 def build_parser() -> LightningArgumentParser:
@@ -177,7 +178,9 @@ class IterativeRun:
                                            self.iteration.pairing, self.chat)
             if not records:
                 raise ValueError(f"round {round_} produced no pairs (every prompt's samples tied within "
-                                 f"`iterate.pairing` min_gap); sample more per prompt or lower the gap")
+                                 f"`iterate.pairing` min_gap, or the pairs were degenerate: "
+                                 f"{stats['pairs/dropped_degenerate']:.0f} with an empty or identical completion); "
+                                 "sample more per prompt, lower the gap or raise `iterate.max_new_tokens`")
             atomic_write_text(directory / "pair_stats.json", json.dumps(stats, indent=1))
             write_jsonl(directory / "pairs.jsonl", records)
         barrier()
@@ -196,12 +199,18 @@ class IterativeRun:
         module.export_dir = None  # the policy is saved by the run, atomically
         return module
 
-    def data(self, round_: int) -> PreferenceDataModule:
-        """The round's DataModule: its pairs, shuffled with ``data.seed + round``."""
+    def data(self, round_: int, **source: Any) -> PreferenceDataModule:
+        """The round's DataModule: its pairs (or ``source``), shuffled with ``data.seed + round``."""
         data_settings = {key: value for key, value in vars(self.config.data).items() if key != "__path__"}
         data_settings["seed"] = data_settings.get("seed", 0) + round_
-        return PreferenceDataModule(tokenizer=self.tokenizer, train_files=str(self.round_dir(round_) / "pairs.jsonl"),
-                                    **data_settings)
+        source = source or {"train_files": str(self.round_dir(round_) / "pairs.jsonl")}
+        return PreferenceDataModule(tokenizer=self.tokenizer, **source, **data_settings)
+
+    def check_sections(self) -> None:
+        """Build the ``model`` and ``data`` sections once (no weights are loaded), so that a setting either rejects
+        fails before the run writes anything."""
+        self.module(1)
+        self.data(1, records=[])
 
     def train(self, round_: int) -> None:
         directory = self.round_dir(round_)
@@ -268,63 +277,24 @@ class IterativeRun:
         return metrics
 
 
-def check_resume(out: Path, config: dict[str, Any], resume: bool) -> None:
-    """Refuse to mix runs: a fresh run needs an empty ``out_dir``; a resumed one the same settings."""
-    saved = out / "config.json"
-    settings = {key: value for key, value in config.items() if key not in RESUME_FREE_KEYS}
-    if saved.is_file():
-        if not resume:
-            raise ValueError(f"{out} already holds a `lightpref iterate` run: pass `--ckpt_path last` to continue it, "
-                             f"or choose another `--iterate.out_dir`")
-        before = json.loads(saved.read_text())
-        changed = sorted(key for key in set(before) | set(settings)
-                         if fingerprint({"v": before.get(key)}) != fingerprint({"v": settings.get(key)}))
-        if changed:
-            raise ValueError(f"cannot continue the run in {out}: its settings differ in {', '.join(changed)}; "
-                             f"continue with the original config (see {saved}) or choose another `--iterate.out_dir`")
-    else:  # nothing to continue (`--ckpt_path last` then starts the run)
-        atomic_write_text(saved, json.dumps(json.loads(json.dumps(settings, default=repr)), indent=1, sort_keys=True))
-
-
-def check_launch(trainer: Namespace) -> None:
-    """Several devices need ``torchrun``: Lightning's own launcher would restart the whole workflow in every process
-    at the first ``fit``, after rank 0 had sampled alone."""
-    if "RANK" in os.environ:  # torchrun (or SLURM through it) started every process
-        return
-    devices, accelerator = getattr(trainer, "devices", "auto"), str(getattr(trainer, "accelerator", "auto"))
-    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
-    if devices in ("auto", -1, "-1"):
-        count = max(gpus, 1)
-    elif isinstance(devices, (list, tuple)):
-        count = len(devices)
-    else:
-        count = int(str(devices).rstrip(","))
-    if count * int(getattr(trainer, "num_nodes", 1) or 1) > 1:
-        raise ValueError(f"`trainer.devices` gives {count} devices: start `lightpref iterate` with torchrun, one "
-                         "process per device (`torchrun --nproc_per_node N -m lightpref iterate --config …`), so "
-                         "that every process samples its share of the prompts; or set `--trainer.devices 1`")
-
-
 def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
-    """Parse ``argv`` (as the command line) and run, or continue, the rounds; returns each round's metrics."""
+    """Parse ``argv`` (as the command line) and run, or continue, the rounds; returns each round's metrics.
+
+    Nothing is written to ``iterate.out_dir`` before the start checks pass (see :mod:`lightpref.iterate.start`)."""
     parser = build_parser()
     config = parser.parse_args(list(argv))
-    if config.ckpt_path not in (None, "last"):
-        raise ValueError(f"--ckpt_path must be `last` (continue the run in iterate.out_dir), got {config.ckpt_path!r}")
-    for key in ("strategy",):
-        if "fsdp" in str(getattr(config.trainer, key, "")).lower():
-            raise ValueError("lightpref iterate supports single-device and DDP training; `trainer.strategy` "
-                             f"{getattr(config.trainer, key)!r} shards the policy, which it cannot yet save per round")
-    check_launch(config.trainer)
+    check_command(config)
+    check_models(config)
+    seed_everything(config.seed_everything, verbose=False)
+    run = IterativeRun(config, instantiate("iterate", config.iterate))  # the reward model loads here
+    run.check_sections()
     out = Path(config.iterate.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if rank_and_world()[0] == 0:
+        out.mkdir(parents=True, exist_ok=True)
         settings = json.loads(parser.dump(config, format="json", skip_validation=True))
         check_resume(out, settings, config.ckpt_path == "last")
     barrier()
-    seed_everything(config.seed_everything, verbose=False)
-    iteration = instantiate("iterate", config.iterate)
-    return IterativeRun(config, iteration).run()
+    return run.run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

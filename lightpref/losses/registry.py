@@ -126,6 +126,17 @@ def class_path(name: str) -> str | None:
     return f"{module.strip()}.{attribute.strip()}" if attribute else None
 
 
+def loaded_class_path(name: str) -> str | None:
+    """The dotted class path of a registered name, once its entry point has been imported through the registry;
+    ``None`` for an unknown name, one claimed twice, or one whose plugin fails to load (even by ``sys.exit()``),
+    which :func:`loss_class` then reports. What a command line resolves a chosen loss name with: the plugin is
+    imported here, where its failure is caught, rather than by whoever imports the class path next."""
+    path = class_path(name)
+    if path is None or _entry(name, _discovered()[name]).loss_class is None:
+        return None
+    return path
+
+
 def registered_name(loss_type: type) -> str | None:
     """The name under which ``loss_type`` is registered (the first, in name order), found without importing."""
     target = f"{loss_type.__module__}.{loss_type.__qualname__}"

@@ -2,9 +2,12 @@
 traceback plus a one-line summary; ``LIGHTPREF_DEBUG=1`` shows the traceback of either. Run in-process through
 ``lightpref.cli.main`` (the console script's function), which is what ``lightpref …`` calls."""
 
+import errno
 import json
 
 import pytest
+import torch
+import yaml
 
 from lightpref import errors
 from lightpref.cli import main
@@ -137,3 +140,74 @@ def test_fit_refuses_a_non_empty_export_directory_before_loading_a_model(fit_arg
     assert main(fit_args("--model.export_dir", str(export), "--model.export_overwrite", "true")) == 0
     assert loads and (export / "config.json").is_file()
     assert (export / "model.safetensors").read_bytes()[:20] != b"an earlier run's pol"
+
+
+def test_a_loss_argument_its_constructor_rejects_is_one_message(fit_args, tmp_path, capsys):
+    """jsonargparse wraps the loss's own ValueError in a "Does not validate" error: the loss's message is printed,
+    with the key being built."""
+    assert_one_message(*run_main(fit_args("--model.loss.init_args.beta", "0"), capsys),
+                       "`model.loss`", "`beta` must be a positive number, got 0.0")
+    config = tmp_path / "loss.yaml"
+    config.write_text(yaml.safe_dump({"model": {"loss": {"class_path": "dpo", "init_args": {"beta": 0}}}}))
+    assert_one_message(*run_main(fit_args("--config", str(config)), capsys),
+                       "`model.loss`", "`beta` must be a positive number")
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_message_naming_the_path(fit_args, tmp_path, capsys,
+                                                                                monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    code, output = run_main(fit_args(), capsys)
+    assert_one_message(code, output, "no space left on the device (ENOSPC) while writing "
+                       f"{tmp_path / 'run' / 'checkpoints'}", "free space")
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_plugin_loss_that_exits_on_import_is_the_registrys_message(fit_args, tmp_path, capsys, monkeypatch):
+    info = tmp_path / "exiting_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: exiting-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[lightpref.losses]\nexiting = exiting_loss:Exiting\n")
+    (tmp_path / "exiting_loss.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert_one_message(*run_main(fit_args("--model.loss", "exiting"), capsys),
+                       "loss plugin 'exiting'", "exiting-plugin 1.0", "sys.exit(3)")
+
+
+def test_an_empty_directory_as_the_model_says_it_holds_no_model(fit_args, tmp_path, capsys):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    assert_one_message(*run_main(fit_args("--model.pretrained", str(empty)), capsys),
+                       f"the directory {str(empty)!r} holds no model", "no config.json", "no weights",
+                       "a model directory holds config.json")
+
+
+def test_an_unknown_hub_name_offline_is_one_message(fit_args, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert_one_message(*run_main(fit_args("--model.pretrained", "no-such-org/no-such-model"), capsys),
+                       "'no-such-org/no-such-model' is neither a local directory nor", "HF_HUB_OFFLINE is set",
+                       "huggingface-cli download no-such-org/no-such-model")
+
+
+def test_an_error_is_looked_through_only_when_jsonargparse_wrapped_it():
+    """A bug raised while handling a user's mistake stays a bug; a full disk anywhere in the chain is a message."""
+    from lightpref.guards import NonFiniteGuard
+
+    with pytest.raises(KeyError) as bug:
+        try:
+            NonFiniteGuard(max_skipped_share=2.0)
+        except ValueError as error:
+            raise KeyError("a bug in the handler") from error
+    assert not errors.is_user_error(bug.value)
+    with pytest.raises(RuntimeError) as wrapped:
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", "/data/run/x.bin")
+        except OSError as error:
+            raise RuntimeError("write failed") from error
+    assert errors.user_message(wrapped.value) == (
+        "the disk quota is exceeded (EDQUOT) while writing /data/run/x.bin: free space on that filesystem (or write "
+        "the run's output to another one) and run the command again")
