@@ -74,6 +74,22 @@ def _usual_permissions(directory: Path) -> None:
             path.chmod(0o666 & ~umask)
 
 
+def frozen_entries(model: nn.Module, prefix: str = "") -> frozenset[str]:
+    """State-dict keys (under ``prefix``) of ``model``'s frozen parameters, tied copies included: a LoRA policy's
+    base weights, which checkpoints leave out because the model's source supplies them whenever it is built."""
+    return frozenset(f"{prefix}{name}" for name, parameter in model.named_parameters(remove_duplicate=False)
+                     if not parameter.requires_grad)
+
+
+def is_frozen_entry(key: str, frozen: frozenset[str]) -> bool:
+    """``key`` is in ``frozen``, or is stored under the name of one that is (a quantised weight's ``weight.absmax``).
+
+    >>> is_frozen_entry("layer.weight.absmax", frozenset({"layer.weight"})), is_frozen_entry("layer.bias", frozenset())
+    (True, False)
+    """
+    return any(key[:end] in frozen for end in range(len(key) + 1) if end == len(key) or key[end] == ".")
+
+
 def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     """A lightpref checkpoint's contents, loaded without unpickling arbitrary objects.
 
@@ -122,6 +138,8 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
     prefix = "policy."
     weights = {key[len(prefix):]: value for key, value in state["state_dict"].items() if key.startswith(prefix)}
     missing, unexpected = policy.load_state_dict(weights, strict=False)
+    frozen = frozen_entries(policy)  # a LoRA policy's base weights: loaded with it from its source, not saved
+    missing = [key for key in missing if not is_frozen_entry(key, frozen)]
     if missing or unexpected:
         raise ValueError(
             f"{checkpoint} does not fit the policy it records: {len(unexpected)} unexpected and {len(missing)} "
