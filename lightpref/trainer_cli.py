@@ -33,6 +33,7 @@ from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
 from lightpref.strategies import register_strategies
+from lightpref.usage_errors import PreferenceArgumentParser
 
 DESCRIPTIONS = {
     "fit": "Train a policy. Options are config keys; a value on the command line overrides the config's.",
@@ -148,6 +149,8 @@ class HelpFormatter(DefaultHelpFormatter):
     """Help without markup or subclass lists; Lightning's long option texts cut to their first sentence."""
 
     def _format_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> str:
+        if prefix == "":  # argparse forming a subcommand's program name (`lightpref fit`), not a usage line
+            return super()._format_usage(usage, actions, groups, prefix)
         command = self._prog.split()[-1]
         return USAGE.format(command=command if command in DESCRIPTIONS else "fit")
 
@@ -260,4 +263,5 @@ def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module's own `optimizer`/`lr_scheduler` are the ones to set
         parser_kwargs=parser_kwargs,
+        parser_class=PreferenceArgumentParser,  # usage errors as one line, with the nearest valid names
     )
