@@ -36,6 +36,15 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
     An adapter saved alone records ``source`` (as the user named it) as its base model. Every file gets the usual
     permissions (``0o666`` less the umask).
     """
+    from lightpref.pretrained import quiet_transformers_progress
+
+    with quiet_transformers_progress():
+        _save_policy(policy, directory, merge, source)
+    tokenizer.save_pretrained(directory)
+    _usual_permissions(directory)
+
+
+def _save_policy(policy: nn.Module, directory: Path, merge: bool, source: ModelSource | None) -> None:
     from peft import PeftModel
 
     from lightpref.adapters import POLICY_ADAPTER
@@ -53,8 +62,6 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
                 _record_base_model(directory / "adapter_config.json", source)
     else:
         policy.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    _usual_permissions(directory)
 
 
 def _record_base_model(config_path: Path, source: ModelSource) -> None:

@@ -18,6 +18,8 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,21 @@ def quantization_config(bits: int | None, dtype: str) -> object | None:
                               bnb_4bit_use_double_quant=True)
 
 
+@contextmanager
+def quiet_transformers_progress() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" progress bars from transformers inside the block (lightpref
+    says itself what it loads and saves); the setting is restored afterwards."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_model(
     name_or_path: str,
     gguf_file: str | None = None,
@@ -127,14 +144,16 @@ def load_model(
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     quantization = quantization_config(quantization_bits, dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path,
-        dtype=DTYPES[dtype],
-        attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        **({"quantization_config": quantization} if quantization is not None else {}),
-    )
+    location = str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path
+    with quiet_transformers_progress():
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            dtype=DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            **({"quantization_config": quantization} if quantization is not None else {}),
+        )
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 

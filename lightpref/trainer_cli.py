@@ -24,6 +24,7 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightpref.data import PreferenceDataModule
@@ -32,6 +33,7 @@ from lightpref.losses.registry import class_path, registered_names
 from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
+from lightpref.run_summary import RunModelSummary
 from lightpref.strategies import register_strategies
 from lightpref.usage_errors import PreferenceArgumentParser
 
@@ -210,17 +212,21 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
             progress_bar=config.get("enable_progress_bar") is not False,
             logging=config.get("logger") is not False,
         )
+        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
+            callbacks.append(RunModelSummary())  # Lightning's, without the FLOPs it cannot count here
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
-    return not str(record.getMessage()).startswith("💡 Tip")
+    message = str(record.getMessage())
+    return not message.startswith("💡 Tip") and "RunModelSummary'>]. Skipping setting a default" not in message
 
 
 def quiet_known_noise() -> None:
     """Silence what a lightpref run prints without it concerning the user.
 
-    - Lightning's "💡 Tip" adverts for its cloud products;
+    - Lightning's "💡 Tip" adverts for its cloud products, and its note that lightpref's own model summary
+      replaces its default one;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
       (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
     - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
