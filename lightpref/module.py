@@ -269,12 +269,19 @@ class PreferenceModule(LightningModule):
         out, since :attr:`source` supplies them whenever the policy is built (and the run record pins its content)."""
         return frozen_entries(self.policy, "policy.") if self.policy is not None else frozenset()
 
-    def on_train_end(self) -> None:
+    def export_directory(self) -> Path | None:
+        """Where ``fit`` saves the trained policy (``export_dir`` under the run's log directory), or ``None``."""
         if self.export_dir is None:
-            return
+            return None
         directory = Path(self.export_dir)
         if not directory.is_absolute():  # `trainer.log_dir` is collective under DDP/FSDP: read it on every rank
             directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / directory
+        return directory
+
+    def on_train_end(self) -> None:
+        directory = self.export_directory()
+        if directory is None:
+            return
         policy = self.policy
         if is_sharded(self):  # FSDP: every rank sends its shards; rank 0 gets an unsharded copy to save
             policy = unsharded_copy(self.trainer.strategy.model, "policy.", self.source.load_model)

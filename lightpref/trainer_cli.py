@@ -33,7 +33,7 @@ from lightpref.losses.registry import class_path, registered_names
 from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
-from lightpref.run_summary import RunModelSummary
+from lightpref.run_summary import DiskReport, RunModelSummary
 from lightpref.strategies import register_strategies
 from lightpref.usage_errors import PreferenceArgumentParser
 
@@ -214,6 +214,7 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         )
         if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
             callbacks.append(RunModelSummary())  # Lightning's, without the FLOPs it cannot count here
+        callbacks.append(DiskReport())  # what the run left on disk, said at its end
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 

@@ -12,12 +12,13 @@ from pairs_support import write_pairs
 from transformers.utils import logging as transformers_logging
 
 import lightpref.run_callbacks
+import lightpref.run_summary
 from lightpref.data import PreferenceDataModule
 from lightpref.export import save_policy
 from lightpref.module import PreferenceModule
 from lightpref.pretrained import ModelSource
 from lightpref.run_callbacks import RunTextProgressBar, ValidateAtStart
-from lightpref.run_summary import RunModelSummary
+from lightpref.run_summary import TRIAL_OPTIONS, RunModelSummary, readable_size
 
 
 def test_loading_and_saving_show_no_transformers_progress_bars_and_restore_the_setting(tiny_checkpoint, tmp_path,
@@ -83,11 +84,13 @@ def test_the_progress_bar_dates_a_validation_older_than_the_current_step(tiny_ch
 
 
 def test_docstring_examples():
-    failures, attempted = doctest.testmod(lightpref.run_callbacks)
-    assert attempted and not failures
+    for module in (lightpref.run_callbacks, lightpref.run_summary):
+        failures, attempted = doctest.testmod(module)
+        assert attempted and not failures
 
 
-def test_a_short_fit_prints_none_of_that_noise(tiny_checkpoint, pairs_file, tmp_path, capfd):
+def test_a_short_fit_prints_none_of_that_noise_and_says_what_it_left_on_disk(tiny_checkpoint, pairs_file, tmp_path,
+                                                                             capfd, caplog):
     from lightpref.cli import main
 
     assert main(["fit", "--model.pretrained", str(tiny_checkpoint), "--data.train_files", str(pairs_file),
@@ -101,3 +104,22 @@ def test_a_short_fit_prints_none_of_that_noise(tiny_checkpoint, pairs_file, tmp_
     assert "eval" in next(line for line in printed.splitlines() if "reference" in line and "FrozenCopy" in line)
     for noise in ("FLOPs", "Skipping setting a default", "Loading weights", "Writing model shards"):
         assert noise not in printed, noise
+    checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
+    size = checkpoint.stat().st_size + sum(f.stat().st_size for f in (tmp_path / "exported").iterdir())
+    left = next(message for message in caplog.messages if message.startswith("lightpref: this run left"))
+    assert left.startswith(f"lightpref: this run left {readable_size(size)} on disk: {checkpoint} (")
+    assert left.endswith(f"{tmp_path / 'exported'} ({readable_size(size - checkpoint.stat().st_size)}); a trial run "
+                         "that keeps neither checkpoint nor export: --trainer.enable_checkpointing false "
+                         "--model.export_dir null")
+
+
+def test_the_trial_options_leave_only_the_logs(tiny_checkpoint, pairs_file, tmp_path, caplog):
+    from lightpref.cli import main
+
+    assert main(["fit", "--model.pretrained", str(tiny_checkpoint), "--data.train_files", str(pairs_file),
+                 "--data.batch_size", "4", "--data.max_length", "64", "--data.max_prompt_length", "32",
+                 "--trainer.max_steps", "1", "--trainer.default_root_dir", str(tmp_path / "run"),
+                 *TRIAL_OPTIONS.split()]) == 0
+    files = sorted(path.name for path in (tmp_path / "run").rglob("*") if path.is_file())
+    assert [name for name in files if not name.startswith("events.out.tfevents")] == ["config.yaml", "hparams.yaml"]
+    assert caplog.messages and not any("this run left" in message for message in caplog.messages)
