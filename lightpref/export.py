@@ -36,6 +36,15 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
     An adapter saved alone records ``source`` (as the user named it) as its base model. Every file gets the usual
     permissions (``0o666`` less the umask).
     """
+    from lightpref.pretrained import quiet_transformers_progress
+
+    with quiet_transformers_progress():
+        _save_policy(policy, directory, merge, source)
+    tokenizer.save_pretrained(directory)
+    _usual_permissions(directory)
+
+
+def _save_policy(policy: nn.Module, directory: Path, merge: bool, source: ModelSource | None) -> None:
     from peft import PeftModel
 
     from lightpref.adapters import POLICY_ADAPTER
@@ -53,8 +62,6 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
                 _record_base_model(directory / "adapter_config.json", source)
     else:
         policy.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    _usual_permissions(directory)
 
 
 def _record_base_model(config_path: Path, source: ModelSource) -> None:
@@ -72,6 +79,22 @@ def _usual_permissions(directory: Path) -> None:
     for path in directory.rglob("*"):
         if path.is_file():
             path.chmod(0o666 & ~umask)
+
+
+def frozen_entries(model: nn.Module, prefix: str = "") -> frozenset[str]:
+    """State-dict keys (under ``prefix``) of ``model``'s frozen parameters, tied copies included: a LoRA policy's
+    base weights, which checkpoints leave out because the model's source supplies them whenever it is built."""
+    return frozenset(f"{prefix}{name}" for name, parameter in model.named_parameters(remove_duplicate=False)
+                     if not parameter.requires_grad)
+
+
+def is_frozen_entry(key: str, frozen: frozenset[str]) -> bool:
+    """``key`` is in ``frozen``, or is stored under the name of one that is (a quantised weight's ``weight.absmax``).
+
+    >>> is_frozen_entry("layer.weight.absmax", frozenset({"layer.weight"})), is_frozen_entry("layer.bias", frozenset())
+    (True, False)
+    """
+    return any(key[:end] in frozen for end in range(len(key) + 1) if end == len(key) or key[end] == ".")
 
 
 def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
@@ -131,6 +154,8 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
     prefix = "policy."
     weights = {key[len(prefix):]: value for key, value in state["state_dict"].items() if key.startswith(prefix)}
     missing, unexpected = policy.load_state_dict(weights, strict=False)
+    frozen = frozen_entries(policy)  # a LoRA policy's base weights: loaded with it from its source, not saved
+    missing = [key for key in missing if not is_frozen_entry(key, frozen)]
     if missing or unexpected:
         raise ValueError(
             f"{checkpoint} does not fit the policy it records: {len(unexpected)} unexpected and {len(missing)} "

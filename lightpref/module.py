@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightpref.batch import PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
-from lightpref.export import CHECKPOINT_KEY, refuse_to_overwrite, save_policy
+from lightpref.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
 from lightpref.forward import TokenLogProbs
 from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.io import eval_mode
@@ -38,7 +38,8 @@ class PreferenceModule(LightningModule):
     The models are built in :meth:`configure_model`, so strategies that shard (FSDP) can build them shard by shard.
     The reference (a :class:`~lightpref.reference.Reference`, chosen once from the settings below) is frozen, kept
     in eval mode, excluded from the optimiser and not written into checkpoints (except FSDP ones, which load every
-    key; see docs/scaling.md); a loss that needs no reference never loads one.
+    key; see docs/scaling.md); a loss that needs no reference never loads one. Nor are a LoRA policy's frozen base
+    weights: its checkpoints hold the adapter, and the base is loaded from ``pretrained`` again on resume or export.
 
     Args:
         pretrained: Hub name or local directory of the policy (and, by default, the reference).
@@ -133,7 +134,7 @@ class PreferenceModule(LightningModule):
         self.on_nonfinite = on_nonfinite
         self.policy: nn.Module | None = None
         self.metrics = nn.ModuleDict({f"{stage}_metrics": nn.ModuleDict() for stage in ("train", "val", "test")})
-        self.register_load_state_dict_post_hook(_ignore_missing_reference)
+        self.register_load_state_dict_post_hook(_ignore_missing_frozen)
 
     @property
     def prompt_views(self) -> Mapping[str, PromptView]:
@@ -260,11 +261,18 @@ class PreferenceModule(LightningModule):
         state = checkpoint.get("state_dict", {})
         if is_sharded(self):  # FSDP loads every key the model has (strictly): its checkpoints keep the reference
             state = {}
-        for key in [key for key in state if key.startswith("reference.")]:
-            del state[key]  # the reference is rebuilt from its source; a checkpoint must not double in size
+        frozen = self.frozen_policy_keys()
+        for key in [key for key in state if _rebuilt_from_source(key, frozen)]:
+            del state[key]  # rebuilt from the model source on load: a checkpoint holds only what is trained
         checkpoint[CHECKPOINT_KEY] = self.source.to_dict()  # plain data: lets `lightpref export` rebuild the policy
 
-    def _export_directory(self) -> Path | None:
+    def frozen_policy_keys(self) -> frozenset[str]:
+        """State-dict keys of the policy's frozen parameters (a LoRA policy's base weights): checkpoints leave them
+        out, since :attr:`source` supplies them whenever the policy is built (and the run record pins its content)."""
+        return frozen_entries(self.policy, "policy.") if self.policy is not None else frozenset()
+
+    def export_directory(self) -> Path | None:
+        """Where ``fit`` saves the trained policy (``export_dir`` under the run's log directory), or ``None``."""
         if self.export_dir is None:
             return None
         directory = Path(self.export_dir)
@@ -274,13 +282,13 @@ class PreferenceModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Before a fit loads any model: refuse an export directory that would overwrite files (unless allowed)."""
-        directory = self._export_directory() if stage == "fit" else None
+        directory = self.export_directory() if stage == "fit" else None
         if directory is not None:
             refuse_to_overwrite(directory, self.export_overwrite, "`model.export_dir`:",
                                 "set `model.export_overwrite: true`")
 
     def on_train_end(self) -> None:
-        directory = self._export_directory()
+        directory = self.export_directory()
         if directory is None:
             return
         policy = self.policy
@@ -295,7 +303,14 @@ class PreferenceModule(LightningModule):
         rank_zero_info(f"Saved the trained policy and tokenizer in Hugging Face format to {directory}")
 
 
-def _ignore_missing_reference(module: nn.Module, incompatible_keys: Any) -> None:
-    """Checkpoints hold no reference weights by design: loading one must not report them missing."""
+def _rebuilt_from_source(key: str, frozen_policy_keys: frozenset[str]) -> bool:
+    """Whether a state-dict key is left out of checkpoints: the reference's, or a frozen policy weight's."""
+    return key.startswith("reference.") or is_frozen_entry(key, frozen_policy_keys)
+
+
+def _ignore_missing_frozen(module: nn.Module, incompatible_keys: Any) -> None:
+    """Checkpoints hold no reference and no frozen policy weights by design: loading one must not report them
+    missing. A missing trainable weight is still reported (and is an error under strict loading)."""
+    frozen = module.frozen_policy_keys() if isinstance(module, PreferenceModule) else frozenset()
     missing = incompatible_keys.missing_keys
-    missing[:] = [key for key in missing if not key.startswith("reference.")]
+    missing[:] = [key for key in missing if not _rebuilt_from_source(key, frozen)]

@@ -18,6 +18,8 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,21 @@ def quantization_config(bits: int | None, dtype: str) -> object | None:
                               bnb_4bit_use_double_quant=True)
 
 
+@contextmanager
+def quiet_transformers_progress() -> Iterator[None]:
+    """No "Loading weights" / "Writing model shards" progress bars from transformers inside the block (lightpref
+    says itself what it loads and saves); the setting is restored afterwards."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_model(
     name_or_path: str,
     gguf_file: str | None = None,
@@ -133,7 +150,7 @@ def load_model(
     if gguf_file is None:
         check_local_path(name_or_path, key, "model")
     location = str(converted_gguf(name_or_path, gguf_file)) if gguf_file else name_or_path
-    with hub_errors(location, key):
+    with hub_errors(location, key), quiet_transformers_progress():
         model = AutoModelForCausalLM.from_pretrained(
             location,
             dtype=DTYPES[dtype],

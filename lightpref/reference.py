@@ -65,6 +65,7 @@ class Reference(nn.Module):
         self.source = source
         self.scorer = scorer
         self.model: nn.Module | None = None  # a separate reference model held in memory (TR-DPO updates it)
+        self.train(False)  # in eval mode from the start, as every model it holds (the model summary shows it)
 
     def setup(self, policy: PolicyGetter) -> None:
         """Called once the policy is built (``policy()`` returns it); loads what this reference holds."""

@@ -142,22 +142,45 @@ def _without_version(metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-class RunProgressBar(RichProgressBar):
-    """Lightning's rich progress bar without ``v_num``; "Epoch 0", not "Epoch 0/-2", when steps bound the run."""
+def dated_validation(metrics: dict[str, Any], step: int, validated_at: int | None) -> dict[str, Any]:
+    """Validation metrics measured at an earlier step than ``step`` named with that step, so a bar never passes
+    them off as current.
+
+    >>> dated_validation({"loss": 0.5, "val/loss": 0.69}, step=3, validated_at=0)
+    {'loss': 0.5, 'val/loss (step 0)': 0.69}
+    """
+    if validated_at is None or validated_at == step:
+        return metrics
+    return {f"{key} (step {validated_at})" if key.startswith("val/") else key: value for key, value in metrics.items()}
+
+
+class _DatedValidation(ProgressBar):
+    """A progress bar that remembers the step of the latest validation (see :func:`dated_validation`)."""
+
+    validated_at: int | None = None
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            self.validated_at = trainer.global_step
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        return _without_version(super().get_metrics(trainer, pl_module))
+        metrics = _without_version(super().get_metrics(trainer, pl_module))
+        return dated_validation(metrics, trainer.global_step, self.validated_at)
+
+
+class RunProgressBar(_DatedValidation, RichProgressBar):
+    """Lightning's rich progress bar without ``v_num``; "Epoch 0", not "Epoch 0/-2", when steps bound the run;
+    validation metrics from an earlier step named with it (``val/loss (step 0)``)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         description = _train_description(self.trainer)
         return f"{description:{len(self.validation_description)}}"
 
 
-class RunTextProgressBar(TQDMProgressBar):
-    """Lightning's tqdm progress bar without ``v_num`` (used when ``rich`` is not installed)."""
-
-    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
-        return _without_version(super().get_metrics(trainer, pl_module))
+class RunTextProgressBar(_DatedValidation, TQDMProgressBar):
+    """Lightning's tqdm progress bar without ``v_num``, validation metrics dated as in :class:`RunProgressBar` (used
+    when ``rich`` is not installed)."""
 
 
 def with_run_callbacks(

@@ -24,6 +24,7 @@ from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightpref.data import PreferenceDataModule
@@ -33,7 +34,9 @@ from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
 from lightpref.run_directory import RunDirectories
+from lightpref.run_summary import DiskReport, RunModelSummary
 from lightpref.strategies import register_strategies
+from lightpref.usage_errors import PreferenceArgumentParser
 
 DESCRIPTIONS = {
     "fit": "Train a policy. Options are config keys; a value on the command line overrides the config's.",
@@ -149,6 +152,8 @@ class HelpFormatter(DefaultHelpFormatter):
     """Help without markup or subclass lists; Lightning's long option texts cut to their first sentence."""
 
     def _format_usage(self, usage: Any, actions: Any, groups: Any, prefix: Any = None) -> str:
+        if prefix == "":  # argparse forming a subcommand's program name (`lightpref fit`), not a usage line
+            return super()._format_usage(usage, actions, groups, prefix)
         command = self._prog.split()[-1]
         return USAGE.format(command=command if command in DESCRIPTIONS else "fit")
 
@@ -215,17 +220,22 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
             progress_bar=config.get("enable_progress_bar") is not False,
             logging=config.get("logger") is not False,
         )
+        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
+            callbacks.append(RunModelSummary())  # Lightning's, without the FLOPs it cannot count here
+        callbacks.append(DiskReport())  # what the run left on disk, said at its end
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:
-    return not str(record.getMessage()).startswith("💡 Tip")
+    message = str(record.getMessage())
+    return not message.startswith("💡 Tip") and "RunModelSummary'>]. Skipping setting a default" not in message
 
 
 def quiet_known_noise() -> None:
     """Silence what a lightpref run prints without it concerning the user.
 
-    - Lightning's "💡 Tip" adverts for its cloud products;
+    - Lightning's "💡 Tip" adverts for its cloud products, and its note that lightpref's own model summary
+      replaces its default one;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
       (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
     - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
@@ -268,4 +278,5 @@ def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the module's own `optimizer`/`lr_scheduler` are the ones to set
         parser_kwargs=parser_kwargs,
+        parser_class=PreferenceArgumentParser,  # usage errors as one line, with the nearest valid names
     )

@@ -176,7 +176,8 @@ class PreferenceDataModule(LightningDataModule):
         if self.streaming:
             return
         directory = self.cache_directory()
-        if cache.is_complete(directory):
+        self._read_from_cache = cache.is_complete(directory)  # for the counts `setup` logs
+        if self._read_from_cache:
             rank_zero_info(f"lightpref data: reusing the tokenised data cached in {directory}")
             return
         job = TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views())
@@ -215,7 +216,7 @@ class PreferenceDataModule(LightningDataModule):
         if positions != range(len(train)):
             train = train.select(positions, keep_in_memory=True)
         self.train_dataset, self.val_dataset = train, val
-        log_counts(self.stats, mixed)
+        log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True))
         val_size = 0 if val is None else len(val)
         rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation pairs; cache {directory}")
 

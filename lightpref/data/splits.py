@@ -62,8 +62,10 @@ def training_positions(
     return [i for group in chosen for i in group], val_positions, [len(group) for group in chosen]
 
 
-def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | None) -> None:
-    """Log each split's skipped records and each source's counts (with its share of a mixture, if any)."""
+def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | None, from_cache: bool = False) -> None:
+    """Log each split's skipped records and each source's counts (with its share of a mixture, if any);
+    ``from_cache``: the pairs were read from an earlier run's cache, not tokenised now."""
+    done = "read from the cache" if from_cache else "tokenised"
     for split, counts in stats.items():
         if counts["skipped_invalid"]:
             rank_zero_info(f"lightpref data: skipped {counts['skipped_invalid']} invalid {split} records")
@@ -71,7 +73,7 @@ def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | No
             if source["pairs"] or source["dropped_by_truncation"] or source["skipped_invalid"]:
                 used = f" ({mixed[number]} in the mixture)" if split == "train" and mixed is not None else ""
                 rank_zero_info(
-                    f"lightpref data: {split} source {source['name']!r}: {source['pairs']} pairs tokenised{used}, "
+                    f"lightpref data: {split} source {source['name']!r}: {source['pairs']} pairs {done}{used}, "
                     f"{source['skipped_invalid']} invalid rows skipped, {source['dropped_by_truncation']} pairs "
                     f"dropped by truncation, {source['prompts_truncated']} prompts and "
                     f"{source['completions_truncated']} completions truncated, {source['template_fallbacks']} "

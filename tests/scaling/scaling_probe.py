@@ -103,7 +103,8 @@ class Probe(Callback):
 def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", steps: int = 6, batch_size: int = 4,
              accumulate: int = 1, ckpt_path: str | None = None, precision: str = "32-true",
              on_nonfinite: str = "skip", probe: Probe | None = None, every_n_train_steps: int | None = None,
-             optimizer: Any = None, callbacks: tuple = (), schedule: bool = True) -> tuple[Any, Trainer, Probe]:
+             optimizer: Any = None, callbacks: tuple = (), schedule: bool = True,
+             peft: Any = None) -> tuple[Any, Trainer, Probe]:
     """An in-process fit of the tiny model: seeded, AdamW with warm-up and cosine decay, no validation, no logger.
 
     With ``every_n_train_steps`` a ModelCheckpoint writes ``root/checkpoints/step=N.ckpt`` (and ``last.ckpt``);
@@ -121,6 +122,7 @@ def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", 
         str(checkpoint), loss=loss, export_dir=None, on_nonfinite=on_nonfinite,
         optimizer=optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-2)),
         lr_scheduler=(lambda opt: WarmupCosineLR(opt, warmup_steps=2)) if schedule else None,
+        peft=peft,
     )
     data = PreferenceDataModule(tokenizer=str(checkpoint), train_files=str(pairs), batch_size=batch_size,
                                 max_length=64, max_prompt_length=32)
