@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 MAIN = ""  # the plain prompt's name among a batch's prompt views
+PAIRS, RANKED = "pairs", "ranked"  # the shapes of data: PairBatch, GroupBatch (and of the records losses consume)
 
 
 def split_pairs(rows: Tensor) -> tuple[Tensor, Tensor]:

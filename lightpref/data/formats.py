@@ -33,6 +33,13 @@ Message = dict[str, Any]
 Prompt = str | list[Message]
 Format = Literal["auto", "explicit", "conversational", "hh_rlhf", "ranked", "ultrafeedback"]
 FORMATS: tuple[str, ...] = get_args(Format)
+RANKED_FORMATS = ("ranked", "ultrafeedback")  # normalised by lightpref.data.ranked
+
+
+def unknown_format(key: str, value: object) -> str:
+    """The message for a ``format`` that is none of :data:`FORMATS`, pair formats first."""
+    pairs = [name for name in FORMATS if name not in RANKED_FORMATS]
+    return f"`{key}` must be one of {pairs}, got {value!r}, or for ranked groups one of {list(RANKED_FORMATS)}"
 
 HH_HUMAN = "\n\nHuman:"
 HH_ASSISTANT = "\n\nAssistant:"
@@ -113,7 +120,7 @@ def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | R
     """
     if format == "auto":
         format = detect_format(record)
-    if format in ("ranked", "ultrafeedback"):
+    if format in RANKED_FORMATS:
         from lightpref.data.ranked import NORMALISERS
 
         if not isinstance(record, dict):
@@ -161,7 +168,7 @@ def iter_normalised(
     (['r1'], 1, 'explicit')
     """
     if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
+        raise ValueError(unknown_format("format", format))
     result.format = None if format == "auto" else format
     for location, record in rows:
         try:

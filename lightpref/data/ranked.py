@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightpref.data.formats import InvalidRecord, Prompt, assistant_turns, chat_messages
+from lightpref.data.formats import RANKED_FORMATS, InvalidRecord, Prompt, assistant_turns, chat_messages
 
-RANKED_FORMATS = ("ranked", "ultrafeedback")
+__all__ = ["RANKED_FORMATS", "RankedExample", "detect_ranked", "normalise_ranked", "normalise_ultrafeedback"]
 
 
 @dataclass(frozen=True)
