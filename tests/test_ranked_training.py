@@ -145,3 +145,24 @@ def test_ranked_records_train_through_the_trainer(tiny_checkpoint, tmp_path):
     trainer.fit(model, data)
     assert data.shape == "ranked" and isinstance(next(iter(data.train_dataloader())), GroupBatch)
     assert torch.isfinite(trainer.callback_metrics["loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["ranked.yaml", "plackett_luce.yaml"])
+def test_shipped_ranked_configs_train_on_the_shipped_ranked_examples(config, tiny_checkpoint, tmp_path):
+    """The configs as shipped (the tiny model in place of SmolLM2, two steps): ranked data, groups of four, the
+    config's loss and pairing rule."""
+    from pathlib import Path
+
+    from lightpref.cli import build_cli
+
+    repo = Path(__file__).resolve().parents[1]
+    cli = build_cli(["fit", "--config", str(repo / "configs" / config), "--model.pretrained", str(tiny_checkpoint),
+                     "--model.gguf_file", "null", "--trainer.max_steps", "2", "--trainer.val_check_interval", "1",
+                     "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                     "--model.export_dir", "null", "--data.cache_dir", str(tmp_path / "cache"),
+                     "--data.train_files", str(repo / "lightpref" / "examples" / "ranked.jsonl")])
+    assert cli.datamodule.shape == "ranked" and len(cli.datamodule.train_dataset) == 216
+    assert isinstance(cli.model.group_pairs, AllPairs)
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["loss"]) and "val/rewards/accuracies" in metrics
