@@ -27,7 +27,7 @@ from lightpref.evaluation.build_dataset import make_pairs
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.io import atomic_write_text
-from lightpref.iterate.pairing import PairingRule
+from lightpref.iterate.pairing import PairingRule, WholeGroup
 
 FAULT_ENV = "LIGHTPREF_ITERATE_FAULT"
 
@@ -135,7 +135,11 @@ def collect_pairs(
         tokens_all += samples["completion_tokens"]
         for index, prompt in enumerate(samples["prompts"]):
             window = slice(index * samples_per_prompt, (index + 1) * samples_per_prompt)
-            records += make_pairs(prompt, samples["texts"][window], rewards[window], rule, chat=chat)
+            if isinstance(rule, WholeGroup):  # the prompt's samples as one ranked group
+                group = rule.group(prompt, samples["texts"][window], rewards[window], chat=chat)
+                records += [group] if group is not None else []
+            else:
+                records += make_pairs(prompt, samples["texts"][window], rewards[window], rule, chat=chat)
     gaps = [record["chosen_reward"] - record["rejected_reward"] for record in records]
     stats = {
         "samples/reward": sum(rewards_all) / max(len(rewards_all), 1),
