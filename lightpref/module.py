@@ -28,7 +28,7 @@ from lightpref.metrics import batch_metrics, log_metrics
 from lightpref.packing import Scorer
 from lightpref.pretrained import ModelSource
 from lightpref.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
-from lightpref.reference import PrecomputeContext, Precomputed, build_reference
+from lightpref.reference import PrecomputeContext, build_reference
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
 
@@ -223,12 +223,9 @@ class PreferenceModule(LightningModule):
         return batch_metrics(output, metric_tokens, vocab), output.losses.mean()
 
     def check_data_shape(self, shape: str) -> None:
-        """Stop, before any model loads, when this run cannot train on data of ``shape`` (``"pairs"``/``"ranked"``):
-        see :func:`lightpref.losses.shapes.check_data_shape`."""
+        """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``): see
+        :func:`lightpref.losses.shapes.check_data_shape`."""
         check_data_shape(self.loss, shape)
-        if shape == RANKED and isinstance(self.reference, Precomputed):
-            raise ValueError("`model.precompute_reference` caches pairs only, but the data are ranked groups; set "
-                             "`model.precompute_reference: false` (the reference then runs with the policy)")
 
     # --- steps and metrics ---------------------------------------------------------------------------------------
 

@@ -122,7 +122,6 @@ RANKED_RECORDS = [{"prompt": f"q{i}?", "completions": [" yes", " no", " maybe"],
 @pytest.mark.parametrize(("loss", "options", "message"), [
     (Unpaired(), {}, "consumes 'unpaired' records, which cannot be formed from the data's shape 'ranked'"),
     (WithView(), {}, "extra prompt views"),
-    ("dpo", {"precompute_reference": True}, "precompute_reference"),
 ])
 def test_a_loss_that_cannot_use_the_data_stops_before_tokenising_or_loading(tiny_checkpoint, tmp_path, loss, options,
                                                                           message):
@@ -166,3 +165,37 @@ def test_shipped_ranked_configs_train_on_the_shipped_ranked_examples(config, tin
     assert isinstance(cli.model.group_pairs, AllPairs)
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["loss"]) and "val/rewards/accuracies" in metrics
+
+
+@pytest.mark.parametrize("reference", ["precomputed", "lora"])
+def test_precomputed_and_adapter_references_score_groups_exactly(tiny_checkpoint, tmp_path, reference):
+    """The reference's per-token log-probs of ranked groups — precomputed over the data and read back by group index
+    (from another model, so they differ from the policy's), or the LoRA base with the adapter off — equal the plain
+    padded forward of that model on every validation batch."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from lightpref.forward import completion_logprobs
+    from lightpref.testing import save_tiny_checkpoint
+
+    other = save_tiny_checkpoint(tmp_path / "other", seed=1)
+    options = {"precompute_reference": True, "reference_cache_dir": str(tmp_path / "reference"),
+               "reference": str(other)} if reference == "precomputed" else {
+        "peft": LoraConfig(r=4, target_modules=["q_proj", "v_proj"])}
+    data = PreferenceDataModule(tokenizer=str(tiny_checkpoint), records=RANKED_RECORDS, batch_size=2, shuffle=False,
+                                cache_dir=str(tmp_path / "cache"), val_fraction=0.5)
+    model = PreferenceModule(str(tiny_checkpoint), logits_chunk_size=4, **options)
+    trainer = Trainer(accelerator="cpu", enable_progress_bar=False, logger=False, enable_checkpointing=False,
+                      default_root_dir=tmp_path, enable_model_summary=False)
+    trainer.validate(model, data)
+    plain_model = AutoModelForCausalLM.from_pretrained(other if reference == "precomputed" else tiny_checkpoint)
+    batches = list(data.val_dataloader())
+    assert batches and all(isinstance(batch, GroupBatch) for batch in batches)
+    for batch in batches:
+        with torch.no_grad():
+            expected = completion_logprobs(plain_model, batch.input_ids, batch.attention_mask, batch.completion_mask)
+            found = model.reference.token_logprobs(batch)
+        torch.testing.assert_close(found.logps, expected.logps, atol=1e-5, rtol=1e-5)
+        assert (found.logps[batch.completion_mask] != 0).all()
+    if reference == "precomputed":
+        assert model.reference.model is None and any((tmp_path / "reference").rglob("val.pt"))

@@ -85,3 +85,10 @@ def test_listwise_losses_declare_ranked_and_validate_arguments(loss):
         loss(beta=0)
     with pytest.raises(ValueError, match="alpha"):
         InfoNCA(alpha=-1.0)
+
+
+def test_a_mixture_or_wpo_of_a_listwise_loss_is_refused():
+    with pytest.raises(ValueError, match="consumes 'ranked'.*pairwise losses only"):
+        build("mixture", losses=[PlackettLuce(), build("dpo")], weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="WPO weights pairs"):
+        build("wpo", loss=InfoNCA())
