@@ -196,18 +196,16 @@ class PreferenceModule(LightningModule):
         policy_tokens = self.scorer(self.policy, batch, self.loss.needs_collision_logps)
         reference_tokens = self.reference.token_logprobs(batch) if self.loss.requires_reference else None
         if self.loss.consumes == RANKED:  # every completion of a group at once (a pair is a group of two)
-            groups, scores = batch_groups(batch)
-            ranked = self.loss.length_normalized
-            policy: Any = ranked_record(policy_tokens, groups, scores, ranked)
-            reference: Any = None if reference_tokens is None else ranked_record(reference_tokens, groups, scores,
-                                                                                  ranked)
+            groups, scores, mean = *batch_groups(batch), self.loss.length_normalized
+            policy: Any = ranked_record(policy_tokens, groups, scores, mean)
+            reference: Any = reference_tokens and ranked_record(reference_tokens, groups, scores, mean)
             better, worse = best_and_worst_rows(groups, policy)  # the pair metrics: best against worst
         elif isinstance(batch, GroupBatch):  # pairs formed inside each group, all from the group's one forward
             better, worse = self.group_pairs(batch.group_ids, batch.scores)
             if not better.numel():  # no pair met the rule: nothing to learn from this batch
                 return {}, policy_tokens.logps.sum() * 0.0
             policy = self._record(pair_rows(policy_tokens, better, worse))
-            reference = None if reference_tokens is None else self._record(pair_rows(reference_tokens, better, worse))
+            reference = reference_tokens and self._record(pair_rows(reference_tokens, better, worse))
         else:
             better = worse = None
             policy = self._record(policy_tokens, self._policy_views(batch))
@@ -223,8 +221,7 @@ class PreferenceModule(LightningModule):
         return batch_metrics(output, metric_tokens, vocab), output.losses.mean()
 
     def check_data_shape(self, shape: str) -> None:
-        """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``): see
-        :func:`lightpref.losses.shapes.check_data_shape`."""
+        """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``)."""
         check_data_shape(self.loss, shape)
 
     # --- steps and metrics ---------------------------------------------------------------------------------------
