@@ -1,15 +1,16 @@
 """Shared-prompt and padding-free forwards: the same per-token log-probs as the plain forward, from fewer tokens.
 
-A pair's chosen and rejected rows begin with the same prompt (often most of the tokens in multi-turn data). The
-shared-prompt forward runs each pair as one sequence ``prompt ∥ chosen ∥ rejected``::
+The rows of a batch come in groups that share a prompt (often most of the tokens): a pair's chosen and rejected
+rows, or a ranked group's K completions (:meth:`~lightpref.batch.Sequences.row_groups`). The shared-prompt forward
+runs each group as one sequence ``prompt ∥ c1 ∥ … ∥ cK`` (a pair: ``prompt ∥ chosen ∥ rejected``)::
 
     tokens     p0 p1 p2 | c0 c1 | r0 r1 r2
-    positions   0  1  2 |  3  4 |  3  4  5     the rejected segment continues from the prompt's end
-    r0 sees    p0 p1 p2 |       | r0           never the chosen tokens
+    positions   0  1  2 |  3  4 |  3  4  5     each completion continues from the prompt's end
+    r0 sees    p0 p1 p2 |       | r0           the prompt and itself, never another completion
 
 so every token sees exactly the context it has in its own row of the plain batch, at the same position: the hidden
 states (and so log-probs and gradients) are those of the plain forward, with the prompt computed once. The first
-completion token of each row is predicted from the hidden state of the last prompt position, shared by both rows.
+completion token of each row is predicted from the hidden state of the last prompt position, shared by the group.
 
 Padding-free packing concatenates the sequences of a batch into rows (one row, unless they are long for the model:
 :func:`auto_packed_length`), positions restarting per sequence and attention block-diagonal, so no compute goes to

@@ -53,7 +53,8 @@ class PreferenceDataModule(LightningDataModule):
         format: the records' format, or ``"auto"`` to detect it per source from its first valid row.
         max_length: the most tokens of prompt + completion.
         max_prompt_length: the most prompt tokens (a longer prompt loses its start); less than ``max_length``.
-        batch_size: training pairs per batch (each batch holds ``2 * batch_size`` sequences).
+        batch_size: training pairs (or ranked groups) per batch (each batch holds ``2 * batch_size`` sequences, or
+            the groups' completions).
         val_batch_size: validation pairs per batch; ``batch_size`` if not given.
         num_workers: DataLoader worker processes.
         skip_invalid: skip (and count) records that cannot be normalised instead of raising an error.
@@ -65,7 +66,8 @@ class PreferenceDataModule(LightningDataModule):
         prompt_views: extra prompt views to tokenise; by default those of the attached LightningModule's loss.
         trust_remote_code: allow a Hub tokenizer's own code to run.
         max_tokens_per_batch: form training batches by tokens instead: pairs (``prompt + chosen + rejected``
-            tokens each, as the shared-prompt forward runs them) up to this many per batch; ``batch_size`` is then
+            tokens each, as the shared-prompt forward runs them; a group's prompt + all its completions) up to this
+            many per batch; ``batch_size`` is then
             unused in training. See :mod:`lightpref.data.token_budget`.
         num_proc: processes that tokenise (a chunk of pairs each); by default the CPU cores available. The cache is
             byte-identical whatever the number.
