@@ -4,7 +4,8 @@ A loss declares ``consumes`` (a class attribute, :data:`~lightpref.batch.PAIRS` 
 
 - ``PAIRS``: ``forward(policy: LogProbs, reference: LogProbs | None)``, one value per pair (every pairwise loss);
 - ``RANKED``: ``forward(policy: RankedLogProbs, reference: RankedLogProbs | None)``, one value per group
-  (listwise losses: ``plackett_luce``, ``info_nca``).
+  (listwise losses: ``plackett_luce``, ``info_nca``). ``length_normalized`` applies; per-token values, collision
+  log-probs and prompt views are not provided for ranked records.
 
 The data hold pairs or ranked groups (``PreferenceDataModule.shape``); :data:`FEEDS` says how each shape of data
 reaches each shape of loss, and :func:`check_data_shape` stops a run, before any model loads, whose loss cannot
