@@ -1,8 +1,11 @@
-"""The batch every part of lightpref passes around: B preference pairs as 2B right-padded token rows.
+"""The batches every part of lightpref passes around: token rows grouped by the prompt they share.
 
-Rows ``0..B-1`` hold each pair's prompt + chosen completion, rows ``B..2B-1`` the same prompts + rejected completions.
-That convention lives here only: :meth:`Sequences.chosen` and :meth:`Sequences.rejected` (or :func:`split_pairs` for
-any per-row result, such as per-token log-probs) are how the rest of the code reads a half.
+A :class:`PairBatch` holds B preference pairs as 2B right-padded rows: rows ``0..B-1`` each pair's prompt + chosen
+completion, rows ``B..2B-1`` the same prompts + rejected completions. That convention lives here only:
+:meth:`Sequences.chosen` and :meth:`Sequences.rejected` (or :func:`split_pairs` for any per-row result, such as
+per-token log-probs) are how the rest of the code reads a half. A :class:`GroupBatch` holds G ranked groups, each a
+prompt with K ≥ 2 scored completions, as ΣK rows group after group; :meth:`Sequences.row_groups` gives any batch's
+row → group map, which is all the shared-prompt forward needs.
 
 >>> import torch
 >>> ids = torch.tensor([[5, 6, 7], [5, 6, 8]])
@@ -17,15 +20,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 MAIN = ""  # the plain prompt's name among a batch's prompt views
+PAIRS, RANKED = "pairs", "ranked"  # the shapes of data: PairBatch, GroupBatch (and of the records losses consume)
 
 
 def split_pairs(rows: Tensor) -> tuple[Tensor, Tensor]:
     """The chosen and rejected halves of a per-row tensor (2B, ...) of a pair batch: ((B, ...), (B, ...))."""
     pairs = rows.shape[0] // 2
     return rows[:pairs], rows[pairs:]
+
+
+def pair_groups(rows: int, device: torch.device | None = None) -> Tensor:
+    """The group of each row of a (2B, T) pair batch: row n and row n + B share pair n's prompt.
+
+    >>> pair_groups(4).tolist()
+    [0, 1, 0, 1]
+    """
+    return torch.arange(rows, device=device) % max(rows // 2, 1)
 
 
 @dataclass
@@ -52,6 +66,10 @@ class Sequences:
     def rejected(self, rows: Tensor) -> Tensor:
         """The rejected half (B, ...) of a per-row tensor (2B, ...) of these sequences."""
         return split_pairs(rows)[1]
+
+    def row_groups(self) -> Tensor:
+        """(N,) the group of rows sharing a prompt that each row belongs to: here pairs (see :func:`pair_groups`)."""
+        return pair_groups(self.input_ids.shape[0], self.input_ids.device)
 
     def __getitem__(self, name: str) -> Any:
         if name not in {item.name for item in fields(self)}:
@@ -88,3 +106,37 @@ class PairBatch(Sequences):
         ) for name, value in batch.get("views", {}).items()}
         return cls(batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool(), views,
                    batch.get("index"), batch.get("split", split))
+
+
+@dataclass
+class GroupBatch(Sequences):
+    """G ranked groups: group g's prompt with each of its K_g ≥ 2 completions, ΣK_g rows in all, group after group.
+
+    ``group_ids`` (N,) numbers each row's group 0..G-1 (non-decreasing); ``scores`` (N,) rates each completion,
+    higher is better, ties allowed. ``index`` (G,) and ``split`` say where the groups come from, as for pairs.
+
+    >>> ids = torch.tensor([[5, 7], [5, 8], [5, 9]])
+    >>> batch = GroupBatch(ids, torch.ones_like(ids), ids > 5, torch.tensor([0, 0, 0]), torch.tensor([1.0, 3, 2]))
+    >>> batch.num_groups, batch.row_groups().tolist()
+    (1, [0, 0, 0])
+    """
+
+    group_ids: Tensor  # (N,)
+    scores: Tensor  # (N,) float
+    index: Tensor | None = None  # (G,)
+    split: str | None = None
+    views: dict[str, Sequences] = field(default_factory=dict)  # prompt views are not tokenised for groups
+
+    @property
+    def num_groups(self) -> int:
+        """G."""
+        return int(self.group_ids[-1]) + 1 if self.group_ids.numel() else 0
+
+    def row_groups(self) -> Tensor:
+        return self.group_ids
+
+    def view(self, name: str) -> Sequences:
+        """The rows of one prompt view: ranked groups have only the plain prompt (:data:`MAIN`)."""
+        if name != MAIN:
+            raise KeyError(f"ranked groups are tokenised without prompt views, so there is no view {name!r}")
+        return self

@@ -14,17 +14,20 @@ from lightning.pytorch.utilities import rank_zero_info
 from peft import PeftConfig
 from torch import Tensor, nn
 
-from lightpref.batch import PairBatch, split_pairs
+from lightpref.batch import RANKED, GroupBatch, PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
 from lightpref.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
 from lightpref.forward import TokenLogProbs
+from lightpref.group_pairs import AllPairs, GroupPairs
 from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
+from lightpref.losses.shapes import check_data_shape
 from lightpref.metrics import batch_metrics, log_metrics
 from lightpref.packing import Scorer
 from lightpref.pretrained import ModelSource
+from lightpref.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
 from lightpref.reference import PrecomputeContext, build_reference
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
@@ -78,6 +81,9 @@ class PreferenceModule(LightningModule):
         packing: pack the batch's sequences into rows without padding (attention does not cross sequences);
             exact. Either falls back to the plain forward, with a warning, where the attention implementation
             cannot do it.
+        group_pairs: with ranked data and a pairwise loss, the pairs trained on inside each group
+            (:mod:`lightpref.group_pairs`): ``AllPairs`` (every pair with different scores, or a gap of at least
+            ``min_gap``; the default), ``BestVsRest`` or ``BestVsWorst``. A group's pairs share its one forward.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class PreferenceModule(LightningModule):
         quantization_bits: int | None = None,
         shared_prompt: bool = True,
         packing: bool = True,
+        group_pairs: GroupPairs | None = None,
     ) -> None:
         super().__init__()
         if logits_chunk_size is not None and logits_chunk_size < 1:
@@ -123,6 +130,7 @@ class PreferenceModule(LightningModule):
                 "trust_remote_code": trust_remote_code}
         self.source = ModelSource(pretrained, gguf_file, adapter=sft_adapter, peft=peft, **load)
         reference_source = ModelSource(reference, key="model.reference", **load) if reference is not None else None
+        self.group_pairs = AllPairs() if group_pairs is None else group_pairs
         self.scorer = Scorer(logits_chunk_size, pack=packing, shared_prompt=shared_prompt)
         self.reference = build_reference(self.loss.requires_reference, self.source, reference_source, self.scorer,
                                          self.loss.views, precompute_reference, reference_batch_size,
@@ -178,9 +186,10 @@ class PreferenceModule(LightningModule):
         with torch.no_grad(), eval_mode(self.policy):
             return {name: self.scorer(self.policy, batch.view(name)) for name in self.loss.views}
 
-    def forward(self, batch: PairBatch | Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        """Metrics and loss of one batch (a :class:`~lightpref.batch.PairBatch`, or a mapping with its keys)."""
-        batch = PairBatch.of(batch)
+    def forward(self, batch: PairBatch | GroupBatch | Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        """Metrics and loss of one batch (a :class:`~lightpref.batch.PairBatch` or a mapping with its keys, or a
+        :class:`~lightpref.batch.GroupBatch` of ranked groups)."""
+        batch = batch if isinstance(batch, GroupBatch) else PairBatch.of(batch)
         missing = [name for name in self.loss.views if name not in batch.views]
         if missing:
             raise KeyError(
@@ -188,23 +197,44 @@ class PreferenceModule(LightningModule):
                 "build the DataModule with `prompt_views=module.prompt_views` or attach both to one Trainer"
             )
         policy_tokens = self.scorer(self.policy, batch, self.loss.needs_collision_logps)
-        policy = self._record(policy_tokens, self._policy_views(batch))
-        reference = None
-        if self.loss.requires_reference:
-            views = {name: self.reference.token_logprobs(batch, name) for name in self.loss.views}
-            reference = self._record(self.reference.token_logprobs(batch), views)
-        with torch.autocast(policy.chosen.device.type, enabled=False):  # loss math in float32 under mixed precision
-            output = check_output(self.loss, self.loss(policy, reference), batch.num_pairs)
+        reference_tokens = self.reference.token_logprobs(batch) if self.loss.requires_reference else None
+        if self.loss.consumes == RANKED:  # every completion of a group at once (a pair is a group of two)
+            groups, scores, mean = *batch_groups(batch), self.loss.length_normalized
+            policy: Any = ranked_record(policy_tokens, groups, scores, mean)
+            reference: Any = reference_tokens and ranked_record(reference_tokens, groups, scores, mean)
+            better, worse = best_and_worst_rows(groups, policy)  # the pair metrics: best against worst
+        elif isinstance(batch, GroupBatch):  # pairs formed inside each group, all from the group's one forward
+            better, worse = self.group_pairs(batch.group_ids, batch.scores)
+            if not better.numel():  # no pair met the rule: nothing to learn from this batch
+                return {}, policy_tokens.logps.sum() * 0.0
+            policy = self._record(pair_rows(policy_tokens, better, worse))
+            reference = reference_tokens and self._record(pair_rows(reference_tokens, better, worse))
+        else:
+            better = worse = None
+            policy = self._record(policy_tokens, self._policy_views(batch))
+            reference = None
+            if reference_tokens is not None:
+                views = {name: self.reference.token_logprobs(batch, name) for name in self.loss.views}
+                reference = self._record(reference_tokens, views)
+        metric_tokens = policy_tokens if better is None else pair_rows(policy_tokens, better, worse)
+        records = metric_tokens.mask.shape[0] // 2 if better is None else len(better)
+        with torch.autocast(policy_tokens.logps.device.type, enabled=False):  # loss math in float32 (mixed precision)
+            output = check_output(self.loss, self.loss(policy, reference), records)
         vocab = self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None
-        return batch_metrics(output, policy_tokens, vocab), output.losses.mean()
+        return batch_metrics(output, metric_tokens, vocab), output.losses.mean()
+
+    def check_data_shape(self, shape: str) -> None:
+        """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``)."""
+        check_data_shape(self.loss, shape)
 
     # --- steps and metrics ---------------------------------------------------------------------------------------
 
     def _step(self, batch: PairBatch | Mapping[str, Any], stage: str) -> Tensor:
-        batch = PairBatch.of(batch)
+        batch = batch if isinstance(batch, GroupBatch) else PairBatch.of(batch)
         metrics, loss = self(batch)
-        store = f"{stage}_metrics"
-        log_metrics(self, self.metrics[store], f"metrics.{store}", stage, metrics, batch.num_pairs)
+        if metrics:
+            store = f"{stage}_metrics"
+            log_metrics(self, self.metrics[store], f"metrics.{store}", stage, metrics, metrics["loss"].numel())
         return loss
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor:

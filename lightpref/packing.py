@@ -1,15 +1,16 @@
 """Shared-prompt and padding-free forwards: the same per-token log-probs as the plain forward, from fewer tokens.
 
-A pair's chosen and rejected rows begin with the same prompt (often most of the tokens in multi-turn data). The
-shared-prompt forward runs each pair as one sequence ``prompt ∥ chosen ∥ rejected``::
+The rows of a batch come in groups that share a prompt (often most of the tokens): a pair's chosen and rejected
+rows, or a ranked group's K completions (:meth:`~lightpref.batch.Sequences.row_groups`). The shared-prompt forward
+runs each group as one sequence ``prompt ∥ c1 ∥ … ∥ cK`` (a pair: ``prompt ∥ chosen ∥ rejected``)::
 
     tokens     p0 p1 p2 | c0 c1 | r0 r1 r2
-    positions   0  1  2 |  3  4 |  3  4  5     the rejected segment continues from the prompt's end
-    r0 sees    p0 p1 p2 |       | r0           never the chosen tokens
+    positions   0  1  2 |  3  4 |  3  4  5     each completion continues from the prompt's end
+    r0 sees    p0 p1 p2 |       | r0           the prompt and itself, never another completion
 
 so every token sees exactly the context it has in its own row of the plain batch, at the same position: the hidden
 states (and so log-probs and gradients) are those of the plain forward, with the prompt computed once. The first
-completion token of each row is predicted from the hidden state of the last prompt position, shared by both rows.
+completion token of each row is predicted from the hidden state of the last prompt position, shared by the group.
 
 Padding-free packing concatenates the sequences of a batch into rows (one row, unless they are long for the model:
 :func:`auto_packed_length`), positions restarting per sequence and attention block-diagonal, so no compute goes to
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from lightpref.batch import Sequences, split_pairs
+from lightpref.batch import Sequences, pair_groups
 from lightpref.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
 
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")  # take a custom 4D mask (a BlockMask for flex)
@@ -40,17 +41,17 @@ _warned: set[str] = set()
 
 @dataclass(frozen=True)
 class PackedBatch:
-    """A (2B, T) batch rearranged into R rows of length L.
+    """An (N, T) batch of rows, grouped by the prompt they share, rearranged into R packed rows of length L.
 
     ``source[n, t]`` is the index into the flattened (R·L) packing of the token that stands for ``input_ids[n, t]``
-    (a rejected row's prompt tokens point at the chosen row's copy), -1 on padding.
+    (a row's shared prompt tokens point at its group's first row's copy), -1 on padding.
     """
 
     input_ids: Tensor  # (R, L)
     position_ids: Tensor  # (R, L) each token's position in its own row of the plain batch
     segment_ids: Tensor  # (R, L) the sequence a token belongs to (tokens attend within it), -1 on padding
-    branch: Tensor  # (R, L) PROMPT / CHOSEN / REJECTED (REJECTED never sees CHOSEN), PADDING
-    source: Tensor  # (2B, T)
+    branch: Tensor  # (R, L) PROMPT, or 1 + the row's rank in its group (CHOSEN, REJECTED, …), PADDING
+    source: Tensor  # (N, T)
 
 
 def pack_batch(
@@ -60,63 +61,74 @@ def pack_batch(
     shared_prompt: bool = True,
     pack: bool = True,
     max_packed_length: int | None = None,
+    groups: Tensor | None = None,
 ) -> PackedBatch:
-    """Rearrange a right-padded (2B, T) preference batch (see :mod:`lightpref.data.collate`).
+    """Rearrange a right-padded (N, T) batch whose rows come in groups that share a prompt.
 
-    With ``shared_prompt`` each pair is one sequence (its prompt, i.e. the common prefix of its two rows before
-    either completion starts, stored once); without it each row is a sequence. With ``pack`` the sequences are
-    packed, in order, into rows of at most ``max_packed_length`` tokens (``None``: all in one row); without it each
-    sequence has its own row. Rows are right-padded to the longest.
+    ``groups`` (N,) gives each row's group, numbered 0..G-1 (``None``: a pair batch, see :func:`pair_groups`). With
+    ``shared_prompt`` each group is one sequence ``prompt ∥ c1 ∥ … ∥ cK``: its prompt (the common prefix of its rows
+    before any completion starts) stored once, then each row's own tokens in row order, positions continuing from
+    the prompt; each completion attends to the prompt and to itself only. Without it each row is a sequence. With
+    ``pack`` the sequences are packed, in order, into rows of at most ``max_packed_length`` tokens (``None``: all
+    in one row); without it each sequence has its own row. Rows are right-padded to the longest.
 
     >>> ids = torch.tensor([[5, 6, 7, 0], [5, 6, 8, 9]])
     >>> packed = pack_batch(ids, (ids > 0).long(), torch.tensor([[0, 0, 1, 0], [0, 0, 1, 1]]).bool())
     >>> packed.input_ids.tolist(), packed.position_ids.tolist(), packed.branch.tolist()
     ([[5, 6, 7, 8, 9]], [[0, 1, 2, 2, 3]], [[0, 0, 1, 2, 2]])
+    >>> ids = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 6, 9]])  # one prompt, three completions
+    >>> pack_batch(ids, torch.ones_like(ids), ids > 6, groups=torch.tensor([0, 0, 0])).branch.tolist()
+    [[0, 0, 1, 2, 3]]
     """
-    rows, width = input_ids.shape  # (2B, T)
+    rows, width = input_ids.shape  # (N, T)
     device = input_ids.device
     attended = attention_mask.bool()
     positions = torch.arange(width, device=device)  # (T,)
+    row_index = torch.arange(rows, device=device)  # (N,)
     if shared_prompt:
-        pairs = rows // 2
-        first = torch.where(completion_mask.any(1), completion_mask.int().argmax(1), attended.sum(1))  # (2B,)
-        (chosen_ids, rejected_ids), (chosen_attended, rejected_attended) = split_pairs(input_ids), split_pairs(attended)
-        same = (chosen_ids == rejected_ids) & chosen_attended & rejected_attended  # (B, T)
-        shared = torch.minimum(torch.minimum(*split_pairs(first)), same.int().cumprod(1).sum(1))  # (B,)
-        start = torch.cat([torch.zeros_like(shared), shared])  # (2B,) each row's first token of its own
-        segment = torch.arange(rows, device=device) % pairs  # (2B,)
-        order = torch.stack([torch.arange(pairs), torch.arange(pairs) + pairs], 1).flatten().to(device)  # (2B,)
-        row_branch = torch.tensor([CHOSEN] * pairs + [REJECTED] * pairs, device=device)  # (2B,)
-        is_prompt = positions[None] < shared.repeat(2)[:, None]  # (2B, T)
+        group = pair_groups(rows, device) if groups is None else groups.to(device=device, dtype=torch.long)  # (N,)
+        order = torch.argsort(group, stable=True)  # (N,) rows group by group, in row order within a group
+        group_size = torch.bincount(group)  # (G,)
+        group_start = torch.cumsum(group_size, 0) - group_size  # (G,) first position of each group in `order`
+        rank = torch.empty_like(order)
+        rank[order] = row_index - group_start[group[order]]  # (N,) each row's rank within its group
+        leader = order[group_start][group]  # (N,) the first row of each row's group
+        first = torch.where(completion_mask.any(1), completion_mask.int().argmax(1), attended.sum(1))  # (N,)
+        same = (input_ids == input_ids[leader]) & attended & attended[leader]  # (N, T)
+        own_shared = torch.minimum(first, same.int().cumprod(1).sum(1))  # (N,)
+        shared = torch.full_like(group_size, width).scatter_reduce(0, group, own_shared, "amin")  # (G,)
+        start = torch.where(rank == 0, 0, shared[group])  # (N,) each row's first token of its own
+        segment = group
+        row_branch = CHOSEN + rank  # (N,) CHOSEN, REJECTED, … in row order within a group
+        is_prompt = positions[None] < shared[group][:, None]  # (N, T)
     else:
         start = torch.zeros(rows, dtype=torch.long, device=device)
-        segment, order = torch.arange(rows, device=device), torch.arange(rows, device=device)
+        segment, order = row_index, row_index
         row_branch = torch.full((rows,), CHOSEN, device=device)
         is_prompt = torch.zeros_like(attended)
-    own = attended & (positions[None] >= start[:, None])  # (2B, T) the tokens each row places in the packing
-    branch = torch.where(is_prompt, PROMPT, row_branch[:, None])  # (2B, T)
+    own = attended & (positions[None] >= start[:, None])  # (N, T) the tokens each row places in the packing
+    branch = torch.where(is_prompt, PROMPT, row_branch[:, None])  # (N, T)
 
-    # global index of each own token, rows taken in `order` (a pair's two rows are adjacent), then per row
-    in_order = torch.cumsum(own[order].flatten().long(), 0).view(rows, width) - 1  # (2B, T)
+    # global index of each own token, rows taken in `order` (a group's rows are adjacent), then per row
+    in_order = torch.cumsum(own[order].flatten().long(), 0).view(rows, width) - 1  # (N, T)
     global_index = torch.empty_like(in_order)
     global_index[order] = in_order
     segments = int(segment.max()) + 1
     lengths = torch.zeros(segments, dtype=torch.long, device=device).index_add_(0, segment, own.sum(1))  # (S,)
     packed_row, row_offset = _assign_rows(lengths.tolist(), max_packed_length if pack else 0)
     packed_rows, length = packed_row[-1] + 1, max(o + n for o, n in zip(row_offset, lengths.tolist(), strict=True))
-    first = torch.cumsum(lengths, 0) - lengths  # (S,) each segment's first global index
-    shift = torch.tensor(packed_row, device=device) * length + torch.tensor(row_offset, device=device) - first  # (S,)
-    flat_index = global_index + shift[segment][:, None]  # (2B, T)
+    first_index = torch.cumsum(lengths, 0) - lengths  # (S,) each segment's first global index
+    shift = torch.tensor(packed_row, device=device) * length + torch.tensor(row_offset, device=device) - first_index
+    flat_index = global_index + shift[segment][:, None]  # (N, T)
 
     def place(values: Tensor, fill: int) -> Tensor:
         flat = torch.full((packed_rows * length,), fill, dtype=torch.long, device=device)
         flat[flat_index[own]] = values[own].long()
         return flat.view(packed_rows, length)  # (R, L)
 
-    source = torch.where(own, flat_index, -1)  # (2B, T)
-    if shared_prompt:  # a rejected row's prompt tokens are the chosen row's
-        chosen_source, rejected_source = split_pairs(source)
-        rejected_source.copy_(torch.where(split_pairs(is_prompt)[1], chosen_source, rejected_source))
+    source = torch.where(own, flat_index, -1)  # (N, T)
+    if shared_prompt:  # a row's shared prompt tokens are its group leader's
+        source = torch.where(is_prompt, source[leader], source)
     return PackedBatch(
         input_ids=place(input_ids, 0),
         position_ids=place(positions.expand(rows, width), 0),
@@ -144,13 +156,14 @@ def _assign_rows(lengths: list[int], max_length: int | None) -> tuple[list[int],
 
 
 def attention_mask_4d(packed: PackedBatch) -> Tensor:
-    """(R, 1, L, L) bool, True where a query may attend a key: causally within its sequence, a rejected token
-    never to a chosen one. Padding attends only to itself, so no row of the mask is empty."""
+    """(R, 1, L, L) bool, True where a query may attend a key: causally within its sequence, and only to the prompt
+    or to its own completion (a rejected token never sees the chosen one). Padding attends only to itself, so no
+    row of the mask is empty."""
     segment, branch = packed.segment_ids, packed.branch  # (R, L)
     index = torch.arange(segment.shape[1], device=segment.device)  # (L,)
     allowed = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)  # (R, L, L)
     allowed &= index[:, None] >= index[None, :]
-    allowed &= ~((branch[:, :, None] == REJECTED) & (branch[:, None, :] == CHOSEN))
+    allowed &= (branch[:, None, :] == PROMPT) | (branch[:, None, :] == branch[:, :, None])
     allowed |= torch.eye(segment.shape[1], dtype=torch.bool, device=segment.device)
     return allowed[:, None]
 
@@ -164,7 +177,7 @@ def _block_mask(packed: PackedBatch) -> object:
 
     def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
         within = (segment[b, q] == segment[b, k]) & (segment[b, q] >= 0) & (q >= k)
-        return (within & ~((branch[b, q] == REJECTED) & (branch[b, k] == CHOSEN))) | (q == k)
+        return (within & ((branch[b, k] == PROMPT) | (branch[b, k] == branch[b, q]))) | (q == k)
 
     rows, length = segment.shape
     return create_block_mask(mask_mod, rows, None, length, length, device=segment.device)
@@ -209,6 +222,24 @@ def _unsupported(model: PreTrainedModel, attention_mask: Tensor, completion_mask
     return None
 
 
+def packed_inputs(model: PreTrainedModel, packed: PackedBatch) -> dict[str, Tensor | object | None]:
+    """The model inputs of a packed batch: its token ids, positions and the attention mask its attention
+    implementation takes (a dense (R, 1, L, L) mask for SDPA, additive for eager, a ``BlockMask`` for FlexAttention,
+    none for FlashAttention, which reads sequence boundaries from the restarting positions)."""
+    implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    if implementation in PACKING_ONLY:
+        mask = None
+    elif implementation == "flex_attention":
+        mask = _block_mask(packed)
+    else:
+        mask = attention_mask_4d(packed)  # (R, 1, L, L)
+        if implementation == "eager":  # eager adds the mask to the scores
+            mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(model.dtype).min
+            )
+    return {"input_ids": packed.input_ids, "attention_mask": mask, "position_ids": packed.position_ids}
+
+
 def packed_completion_logprobs(
     model: PreTrainedModel,
     input_ids: Tensor,
@@ -219,10 +250,12 @@ def packed_completion_logprobs(
     pack: bool = True,
     shared_prompt: bool = True,
     max_packed_length: int | None = None,
+    groups: Tensor | None = None,
 ) -> TokenLogProbs:
-    """:func:`lightpref.forward.completion_logprobs` of a (2B, T) preference batch, with each pair's prompt computed
-    once (``shared_prompt``) and/or the batch packed into one row without padding (``pack``); the result is the
-    same (2B, T) :class:`TokenLogProbs`.
+    """:func:`lightpref.forward.completion_logprobs` of an (N, T) batch whose rows share prompts by ``groups`` (a
+    pair batch when ``None``; see :func:`pack_batch`), with each group's prompt computed once (``shared_prompt``)
+    and/or the batch packed into one row without padding (``pack``); the result is the same (N, T)
+    :class:`TokenLogProbs`.
 
     Packed rows hold at most ``max_packed_length`` tokens (a longer sequence has a row of its own); ``None`` is
     :func:`auto_packed_length`. FlashAttention packs into one row.
@@ -249,20 +282,10 @@ def packed_completion_logprobs(
         max_packed_length = None  # transformers reads packed sequences from position ids in a batch of one row
     elif max_packed_length is None:
         max_packed_length = auto_packed_length(model)
-    packed = pack_batch(input_ids, attention_mask, completion_mask, shared_prompt, pack, max_packed_length)
-    if implementation in PACKING_ONLY:  # sequence boundaries from the restarting positions (cu_seqlens)
-        mask = None
-    elif implementation == "flex_attention":
-        mask = _block_mask(packed)
-    else:
-        mask = attention_mask_4d(packed)  # (R, 1, L, L)
-        if implementation == "eager":  # eager adds the mask to the scores
-            mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(
-                ~mask, torch.finfo(model.dtype).min
-            )
-    inputs = {"input_ids": packed.input_ids, "attention_mask": mask, "position_ids": packed.position_ids}
+    packed = pack_batch(input_ids, attention_mask, completion_mask, shared_prompt, pack, max_packed_length, groups)
+    inputs = packed_inputs(model, packed)
 
-    target_mask = completion_mask[:, 1:]  # (2B, T-1): position t-1 predicts token t
+    target_mask = completion_mask[:, 1:]  # (N, T-1): position t-1 predicts token t
     targets = input_ids[:, 1:][target_mask]  # (M,)
     predictors = packed.source[:, :-1][target_mask]  # (M,) packed index of each target's previous token
     logps, logits_sums, collision = target_logprobs(
@@ -281,7 +304,8 @@ class Scorer:
     Args:
         chunk_size: completion positions projected to the vocabulary at a time (``None``: the model's own forward).
         pack: pack the sequences into rows without padding.
-        shared_prompt: compute each pair's prompt once (needs pair rows: chosen rows, then rejected rows).
+        shared_prompt: compute each group's prompt once (the rows' groups from ``sequences.row_groups()``: a pair
+            batch's chosen rows, then rejected rows, or a :class:`~lightpref.batch.GroupBatch`'s groups).
     """
 
     chunk_size: int | None = 1024
@@ -293,4 +317,5 @@ class Scorer:
         return packed_completion_logprobs(
             model, sequences.input_ids, sequences.attention_mask, sequences.completion_mask,
             chunk_size=self.chunk_size, with_collision=with_collision, pack=self.pack, shared_prompt=self.shared_prompt,
+            groups=sequences.row_groups(),
         )

@@ -24,9 +24,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lightpref.batch import MAIN, PairBatch, Sequences, split_pairs
+from lightpref.batch import MAIN, GroupBatch, PairBatch, Sequences
 from lightpref.forward import TokenLogProbs
 from lightpref.io import atomic_path
+from lightpref.records import group_positions
 
 CACHE_VERSION = 2  # 2: the checksum covers counts, offsets and values
 STORED = ("counts", "offsets", "values")
@@ -34,27 +35,46 @@ STORED = ("counts", "offsets", "values")
 
 @dataclass
 class SplitValues:
-    """Per-token reference log-probs of one split under one view: pair p's chosen tokens are
-    ``values[offsets[p, 0] : offsets[p, 0] + counts[p, 0]]``, its rejected ones likewise with column 1."""
+    """Per-token reference log-probs of one split under one view: completion c of record p (c = 0 chosen, 1 rejected
+    for a pair; a ranked group's completions in order) has its tokens at
+    ``values[offsets[p, c] : offsets[p, c] + counts[p, c]]``; a group with fewer completions than the widest has
+    count 0 in the columns it lacks."""
 
-    counts: Tensor  # (P, 2) completion token counts
-    offsets: Tensor  # (P, 2)
+    counts: Tensor  # (P, W) completion token counts
+    offsets: Tensor  # (P, W)
     values: Tensor  # (total,)
     path: Path | None = None  # the file they were read from, for messages
 
-    def tokens(self, index: Tensor, mask: Tensor) -> Tensor:
-        """The (2B, T) per-token log-probs of the pairs ``index`` (B,) laid out on the batch's ``mask``."""
-        counts = torch.cat([self.counts[index, 0], self.counts[index, 1]])  # (2B,) rows: chosen then rejected
+    def tokens(self, index: Tensor, mask: Tensor, slots: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The (N, T) per-token log-probs laid out on the batch's ``mask``: row n is completion ``columns[n]`` of
+        record ``index[records[n]]``, ``(records, columns) = slots`` (default: a pair batch's rows, chosen then
+        rejected)."""
+        records, columns = _pair_slots(len(index)) if slots is None else (slot.cpu() for slot in slots)
+        records = index[records]
+        counts = self.counts[records, columns]  # (N,)
         if not torch.equal(counts.to(mask.device), mask.sum(-1)):
             raise RuntimeError(
                 f"the precomputed reference cache {self.path} does not match this batch's completions (stale "
                 "cache); delete that file to rebuild it, or set `model.reference_cache_dir` to another directory"
             )
-        starts = torch.cat([self.offsets[index, 0], self.offsets[index, 1]])
+        starts = self.offsets[records, columns]
         flat = torch.cat([self.values[start : start + count] for start, count in zip(starts, counts, strict=True)])
         out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         out[mask] = flat.to(mask.device)
         return out
+
+
+def _pair_slots(pairs: int) -> tuple[Tensor, Tensor]:
+    """A pair batch's rows as (pair in the batch, column): chosen rows (column 0), then rejected rows (column 1)."""
+    rows = torch.arange(2 * pairs)
+    return rows % max(pairs, 1), rows // max(pairs, 1)
+
+
+def batch_slots(batch: PairBatch | GroupBatch) -> tuple[Tensor, Tensor]:
+    """Each row's record within the batch and its completion column (see :class:`SplitValues`)."""
+    if isinstance(batch, GroupBatch):
+        return batch.group_ids, group_positions(batch.group_ids)[0]
+    return _pair_slots(batch.num_pairs)
 
 
 def checksum(stored: Mapping[str, Tensor]) -> str:
@@ -71,12 +91,10 @@ def _check_layout(stored: Mapping[str, Tensor]) -> None:
     """The offsets must tile the values exactly as the counts say (a second line of defence behind the checksum)."""
     counts, offsets, values = (stored[name] for name in STORED)
     if counts.ndim != 2 or counts.shape != offsets.shape or (counts < 0).any():
-        raise ValueError("its counts and offsets do not have the shape (pairs, 2)")
-    ends = offsets + counts
-    starts = torch.cat([torch.zeros(1, dtype=ends.dtype), ends[:-1, 1]])
-    if not (torch.equal(offsets[:, 0], starts) and torch.equal(offsets[:, 1], ends[:, 0])) or (
-        len(counts) and int(ends[-1, 1]) != values.numel()
-    ):
+        raise ValueError("its counts and offsets do not have the shape (records, completions)")
+    flat = counts.flatten()
+    starts = torch.cumsum(flat, 0) - flat
+    if not torch.equal(offsets.flatten(), starts) or int(flat.sum()) != values.numel():
         raise ValueError("its offsets do not match its counts and values")
 
 
@@ -102,28 +120,29 @@ def _load(path: Path, key: str) -> dict[str, SplitValues] | None:
         return None
 
 
-def _collect(batches: Iterable[PairBatch], compute: Callable[[Sequences], TokenLogProbs],
-             view: str) -> dict[int, tuple[Tensor, Tensor]]:
-    """Each pair's chosen and rejected per-token log-probs under one view, by pair index."""
-    found = {}
+def _collect(batches: Iterable[PairBatch | GroupBatch], compute: Callable[[Sequences], TokenLogProbs],
+             view: str) -> dict[int, tuple[Tensor, ...]]:
+    """Each record's per-token log-probs of each of its completions under one view, by record index."""
+    found: dict[int, list[Tensor]] = {}
     for batch in batches:
         tokens = compute(batch.view(view))
-        chosen_logps, rejected_logps = split_pairs(tokens.logps)
-        chosen_mask, rejected_mask = split_pairs(tokens.mask)
-        for row, index in enumerate(batch.index.tolist()):
-            found[index] = (chosen_logps[row][chosen_mask[row]].float().cpu(),
-                            rejected_logps[row][rejected_mask[row]].float().cpu())
-    return found
+        records, columns = batch_slots(batch)
+        for row, (record, column) in enumerate(zip(records.tolist(), columns.tolist(), strict=True)):
+            found.setdefault(int(batch.index[record]), []).append((column, tokens.logps[row][tokens.mask[row]]))
+    return {index: tuple(values.float().cpu() for _, values in sorted(parts, key=lambda part: part[0]))
+            for index, parts in found.items()}
 
 
-def _pack(found: Mapping[int, tuple[Tensor, Tensor]], size: int) -> dict[str, Any]:
+def _pack(found: Mapping[int, tuple[Tensor, ...]], size: int) -> dict[str, Any]:
     if sorted(found) != list(range(size)):
-        raise RuntimeError(f"reference cache: {len(found)} of {size} pairs computed; the shards are incomplete")
-    counts = torch.tensor([[len(found[i][0]), len(found[i][1])] for i in range(size)], dtype=torch.long)
-    counts = counts.reshape(size, 2)
+        raise RuntimeError(f"reference cache: {len(found)} of {size} records computed; the shards are incomplete")
+    width = max((len(found[i]) for i in range(size)), default=2)
+    counts = torch.zeros(size, width, dtype=torch.long)
+    for i in range(size):
+        counts[i, : len(found[i])] = torch.tensor([len(values) for values in found[i]], dtype=torch.long)
     values = torch.cat([torch.cat(found[i]) for i in range(size)]) if size else torch.zeros(0)
-    starts = torch.cumsum(counts.sum(-1), 0) - counts.sum(-1)
-    offsets = torch.stack([starts, starts + counts[:, 0]], dim=-1)
+    flat = counts.flatten()
+    offsets = (torch.cumsum(flat, 0) - flat).reshape(size, width)
     stored = {"counts": counts, "offsets": offsets, "values": values}
     return {**stored, "checksum": checksum(stored)}
 
@@ -178,7 +197,7 @@ class ReferenceCache:
         if not self.load(split):
             raise RuntimeError(f"the reference cache {self.directory / f'{split}.pt'} could not be read after writing")
 
-    def tokens(self, batch: PairBatch, view: str = MAIN) -> TokenLogProbs:
+    def tokens(self, batch: PairBatch | GroupBatch, view: str = MAIN) -> TokenLogProbs:
         """The reference's per-token log-probs for a batch, as if the reference had run on it."""
         if batch.index is None or batch.split not in self.splits:
             raise KeyError(
@@ -186,5 +205,5 @@ class ReferenceCache:
                 "`index` and `split` (as lightpref's PreferenceDataModule gives them)"
             )
         mask = batch.view(view).completion_mask.bool()
-        logps = self.splits[batch.split][view].tokens(batch.index.cpu(), mask)
+        logps = self.splits[batch.split][view].tokens(batch.index.cpu(), mask, batch_slots(batch))
         return TokenLogProbs(logps=logps, mask=mask, logits_sum=torch.zeros(mask.shape[0], device=mask.device))

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from lightpref.batch import PairBatch, Sequences
+from lightpref.batch import GroupBatch, PairBatch, Sequences
 from lightpref.data.tokenize import TokenizedPair
 
 VIEW_COLUMN = "view_prompt_ids/"
@@ -102,14 +102,21 @@ def pair_from_row(row: dict[str, Any]) -> TokenizedPair:
 def collate_rows(
     rows: Sequence[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None,
     split: str | None = None,
-) -> PairBatch:
-    """:func:`collate_pairs` of stored rows: the DataLoader's ``collate_fn``.
+) -> PairBatch | GroupBatch:
+    """:func:`collate_pairs` of stored rows, or :func:`~lightpref.data.groups.collate_groups` of stored ranked
+    groups: the DataLoader's ``collate_fn``.
 
     Rows that carry their position in the split (``"index"``) give the batch an ``index`` (B,) tensor, by which
     precomputed reference log-probs are looked up, together with the batch's ``split``.
     """
-    batch = collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
+    batch: PairBatch | GroupBatch
+    if rows and "completion_ids" in rows[0]:  # ranked groups (lightpref.data.groups)
+        from lightpref.data.groups import collate_groups, group_from_row
+
+        batch = collate_groups([group_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
+    else:
+        batch = collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
     if rows and "index" in rows[0]:
-        batch.index = torch.tensor([row["index"] for row in rows], dtype=torch.long)  # (B,)
+        batch.index = torch.tensor([row["index"] for row in rows], dtype=torch.long)  # (B,) or (G,)
     batch.split = split
     return batch

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
 
+from lightpref.batch import RANKED
 from lightpref.data import cache
 from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
@@ -28,7 +29,8 @@ from lightpref.views import PromptView
 
 
 class PreferenceDataModule(LightningDataModule):
-    """Preference pairs from local files, a Hub dataset or in-memory records, tokenised once and cached.
+    """Preference pairs, or ranked groups (a prompt with K scored completions), from local files, a Hub dataset or
+    in-memory records, tokenised once and cached.
 
     Exactly one training source is given: ``train_files``, ``hub_dataset``, ``records`` or a mixture of ``sources``.
     Validation data comes from ``val_files``, the Hub ``val_split``, or a seeded ``val_fraction`` of the training
@@ -51,7 +53,8 @@ class PreferenceDataModule(LightningDataModule):
         format: the records' format, or ``"auto"`` to detect it per source from its first valid row.
         max_length: the most tokens of prompt + completion.
         max_prompt_length: the most prompt tokens (a longer prompt loses its start); less than ``max_length``.
-        batch_size: training pairs per batch (each batch holds ``2 * batch_size`` sequences).
+        batch_size: training pairs (or ranked groups) per batch (each batch holds ``2 * batch_size`` sequences, or
+            the groups' completions).
         val_batch_size: validation pairs per batch; ``batch_size`` if not given.
         num_workers: DataLoader worker processes.
         skip_invalid: skip (and count) records that cannot be normalised instead of raising an error.
@@ -63,7 +66,8 @@ class PreferenceDataModule(LightningDataModule):
         prompt_views: extra prompt views to tokenise; by default those of the attached LightningModule's loss.
         trust_remote_code: allow a Hub tokenizer's own code to run.
         max_tokens_per_batch: form training batches by tokens instead: pairs (``prompt + chosen + rejected``
-            tokens each, as the shared-prompt forward runs them) up to this many per batch; ``batch_size`` is then
+            tokens each, as the shared-prompt forward runs them; a group's prompt + all its completions) up to this
+            many per batch; ``batch_size`` is then
             unused in training. See :mod:`lightpref.data.token_budget`.
         num_proc: processes that tokenise (a chunk of pairs each); by default the CPU cores available. The cache is
             byte-identical whatever the number.
@@ -133,6 +137,7 @@ class PreferenceDataModule(LightningDataModule):
         self.streaming = streaming
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         self.prompt_views = prompt_views
+        self._shape: str | None = None
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.stats: dict[str, dict[str, Any]] = {}
@@ -156,6 +161,27 @@ class PreferenceDataModule(LightningDataModule):
         module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
         return dict(getattr(module, "prompt_views", None) or {})
 
+    @property
+    def shape(self) -> str:
+        """``"pairs"`` or ``"ranked"`` (:data:`~lightpref.batch.PAIRS`, :data:`~lightpref.batch.RANKED`): what the
+        sources hold, from their formats or (``auto``) their first record; batches are then a
+        :class:`~lightpref.batch.PairBatch` or a :class:`~lightpref.batch.GroupBatch`."""
+        if self._shape is None:
+            self._shape = self.inputs.shape(self.streaming)
+        return self._shape
+
+    def check_loss(self) -> None:
+        """Stop before anything is tokenised or loaded when the attached module cannot train on this data's shape."""
+        check = getattr(getattr(self.trainer, "lightning_module", None) if self.trainer else None, "check_data_shape",
+                        None)
+        if callable(check):
+            check(self.shape)
+
+    def tokenize_job(self) -> TokenizeJob:
+        """What tokenising this data needs (sent once to each worker process)."""
+        return TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views(),
+                           ranked=self.shape == RANKED)
+
     def cache_directory(self) -> Path:
         """``cache_dir/<fingerprint>``: the fingerprint covers the sources' content and formats, the tokenizer, every
         tokenisation setting and the views."""
@@ -173,6 +199,7 @@ class PreferenceDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         """Stream every source through normalise → tokenise into the cache (Lightning runs this on one process)."""
+        self.check_loss()
         if self.streaming:
             return
         directory = self.cache_directory()
@@ -180,7 +207,7 @@ class PreferenceDataModule(LightningDataModule):
         if self._read_from_cache:
             rank_zero_info(f"lightpref data: reusing the tokenised data cached in {directory}")
             return
-        job = TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views())
+        job = self.tokenize_job()
         with cache.writing(directory) as temporary, ChunkTokenizer(job, self.num_proc) as tokenizer:
             stats = {}
             for split in ("train", "val"):
@@ -193,6 +220,7 @@ class PreferenceDataModule(LightningDataModule):
         """Load the cached pairs, hold out ``val_fraction`` of them if asked, and log the counts."""
         if self.train_dataset is not None:
             return
+        self.check_loss()
         if self.streaming:
             self.train_dataset, self.val_dataset = self._stream("train"), self._stream("val")
             return
@@ -282,7 +310,7 @@ class PreferenceDataModule(LightningDataModule):
             return None
         name = self.inputs.hub_dataset
         dataset = data_sources.load_hub(name, self.inputs.hub_config, hub_split, streaming=True)
-        job = TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views())
+        job = self.tokenize_job()
         collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id,
                           pad_to_multiple_of=self.pad_to_multiple_of, split=split)
         shuffle = self.shuffle and split == "train"

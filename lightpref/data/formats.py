@@ -9,6 +9,9 @@ Three input formats are understood, detected per dataset from its first valid ro
 - ``hh_rlhf``: Anthropic HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``) whose shared part up to the
   last ``"\\n\\nAssistant:"`` is the prompt.
 
+Ranked records (a prompt with K scored completions: ``ranked``, ``ultrafeedback``) normalise to a
+:class:`~lightpref.data.ranked.RankedExample` instead (see :mod:`lightpref.data.ranked`).
+
 A record that cannot be normalised raises :class:`InvalidRecord` (a ``ValueError``) carrying the problem and its
 fix; :func:`normalise_rows` adds where the row came from, or counts and skips it.
 
@@ -21,12 +24,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from lightpref.data.ranked import RankedExample
 
 Message = dict[str, Any]
 Prompt = str | list[Message]
-Format = Literal["auto", "explicit", "conversational", "hh_rlhf"]
+Format = Literal["auto", "explicit", "conversational", "hh_rlhf", "ranked", "ultrafeedback"]
 FORMATS: tuple[str, ...] = get_args(Format)
+RANKED_FORMATS = ("ranked", "ultrafeedback")  # normalised by lightpref.data.ranked
+
+
+def unknown_format(key: str, value: object) -> str:
+    """The message for a ``format`` that is none of :data:`FORMATS`, pair formats first."""
+    pairs = [name for name in FORMATS if name not in RANKED_FORMATS]
+    return f"`{key}` must be one of {pairs}, got {value!r}, or for ranked groups one of {list(RANKED_FORMATS)}"
 
 HH_HUMAN = "\n\nHuman:"
 HH_ASSISTANT = "\n\nAssistant:"
@@ -79,6 +92,11 @@ def detect_format(record: Any) -> str:
     """
     if not isinstance(record, dict):
         raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/chosen/rejected fields")
+    from lightpref.data.ranked import detect_ranked  # ranked formats build on this module's helpers
+
+    ranked = detect_ranked(record)
+    if ranked is not None:
+        return ranked
     prompt, chosen = record.get("prompt"), record.get("chosen")
     if isinstance(prompt, list) or (prompt is None and isinstance(chosen, list)):
         return "conversational"
@@ -93,7 +111,7 @@ def detect_format(record: Any) -> str:
     )
 
 
-def normalise_record(record: Any, format: str = "auto") -> PreferenceExample:
+def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | RankedExample:
     """Normalise one raw record in the given format (``"auto"`` detects it from this record alone).
 
     >>> turn = "\\n\\nHuman: hi\\n\\nAssistant:"
@@ -102,6 +120,12 @@ def normalise_record(record: Any, format: str = "auto") -> PreferenceExample:
     """
     if format == "auto":
         format = detect_format(record)
+    if format in RANKED_FORMATS:
+        from lightpref.data.ranked import NORMALISERS
+
+        if not isinstance(record, dict):
+            raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/completions fields")
+        return NORMALISERS[format](record)
     if format not in _NORMALISERS:
         raise ValueError(f"unknown format {format!r}; use one of {list(FORMATS)}")
     if not isinstance(record, dict):
@@ -144,7 +168,7 @@ def iter_normalised(
     (['r1'], 1, 'explicit')
     """
     if format not in FORMATS:
-        raise ValueError(f"`format` must be one of {list(FORMATS)}, got {format!r}")
+        raise ValueError(unknown_format("format", format))
     result.format = None if format == "auto" else format
     for location, record in rows:
         try:
@@ -222,7 +246,11 @@ def _conversational(record: dict[str, Any]) -> PreferenceExample:
 
 
 def _assistant_turns(record: dict[str, Any], name: str) -> list[Message]:
-    value = record.get(name)
+    return assistant_turns(record.get(name), name)
+
+
+def assistant_turns(value: Any, name: str) -> list[Message]:
+    """A completion as messages starting with an assistant turn: a string, one message, or a list of messages."""
     if isinstance(value, str):
         if not value.strip():
             raise InvalidRecord(f"field `{name}` is empty")
@@ -240,6 +268,11 @@ def _check_completion(messages: list[Message], name: str) -> None:
             f"the `{name}` completion starts with a {messages[0]['role']!r} turn, not an assistant turn",
             f"make the completion start with the assistant's reply, or {_SKIP_FIX}",
         )
+
+
+def chat_messages(value: Any, name: str) -> list[Message]:
+    """``value`` checked as a list of chat messages (each with a string ``role`` and ``content``), copied."""
+    return _messages(value, name)
 
 
 def _messages(value: Any, name: str) -> list[Message]:

@@ -16,10 +16,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lightpref.batch import PAIRS, RANKED
 from lightpref.data import sources as data_sources
-from lightpref.data.formats import FORMATS, Format
+from lightpref.data.formats import FORMATS, Format, InvalidRecord, detect_format
 from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import SourceGroup
+from lightpref.data.ranked import RANKED_FORMATS
 from lightpref.io import file_sha256
 
 
@@ -108,6 +110,15 @@ class DataInputs:
             name = f"{self.hub_dataset}:{hub_split}"
         return [(source_group(name, self.format, found), found)] if found else []
 
+    def shape(self, streaming: bool = False) -> str:
+        """What the training sources hold (:func:`data_shape`); a streamed Hub split is peeked as a stream."""
+        if not streaming:
+            return data_shape([group for group, _ in self.groups("train")])
+        if self.format != "auto":
+            return data_shape([SourceGroup("stream", self.format, [])])
+        stream = data_sources.load_hub(self.hub_dataset, self.hub_config, self.train_split, streaming=True)
+        return data_shape([SourceGroup("stream", "auto", [lambda: ((self.hub_dataset, row) for row in stream)])])
+
     def file_source(self, path: Path) -> Source:
         """A file as a source; its key is its SHA-256, computed once while its size and mtime hold."""
         status = path.stat()
@@ -123,6 +134,21 @@ class DataInputs:
         dataset = self._hub[name, config, split]
         key = [name, config, split, getattr(dataset, "_fingerprint", None)]
         return Source(key, partial(data_sources.read_hub, dataset, name, split), partial(len, dataset))
+
+
+def data_shape(groups: list[SourceGroup]) -> str:
+    """:data:`~lightpref.batch.RANKED` or :data:`~lightpref.batch.PAIRS`: from the formats the sources name, or for
+    ``auto`` from the first record of the source that can be read as one (the pipeline checks every record)."""
+    for group in groups:
+        if group.format != "auto":
+            return RANKED if group.format in RANKED_FORMATS else PAIRS
+        for rows in group.readers:
+            for _, record in rows():
+                try:
+                    return RANKED if detect_format(record) in RANKED_FORMATS else PAIRS
+                except InvalidRecord:
+                    continue
+    return PAIRS
 
 
 def source_group(name: str, format: Format, found: list[Source]) -> SourceGroup:

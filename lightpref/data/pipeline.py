@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from lightpref.data.collate import VIEW_COLUMN
 from lightpref.data.formats import NormaliseResult, PreferenceExample, iter_normalised
+from lightpref.data.groups import GROUP_SCHEMA, checked_shape, groups_record_batch, tokenize_groups
 from lightpref.data.sources import Row
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
 from lightpref.data.workers import die_with_parent
@@ -58,9 +59,12 @@ class TokenizeJob:
     max_length: int
     max_prompt_length: int
     views: Mapping[str, PromptView] = field(default_factory=dict)
+    ranked: bool = False  # the records are ranked groups (:mod:`lightpref.data.groups`), not pairs
 
     def schema(self) -> pa.Schema:
-        """The Arrow columns of a stored pair (see :func:`lightpref.data.collate.pair_to_row`)."""
+        """The Arrow columns of a stored pair (see :func:`lightpref.data.collate.pair_to_row`) or group."""
+        if self.ranked:
+            return GROUP_SCHEMA
         names = ["prompt_ids", "chosen_ids", "rejected_ids"] + [VIEW_COLUMN + name for name in self.views]
         return pa.schema([(name, IDS) for name in names])
 
@@ -68,7 +72,13 @@ class TokenizeJob:
 def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
     """The kept pairs of a chunk as one record batch, and the chunk's counts; an error names the row's location."""
     stats = TokenizeStats()
-    examples = [example for _, example in chunk]
+    examples = checked_shape(chunk, job.ranked)
+    if job.ranked:
+        try:
+            groups = tokenize_groups(examples, job.tokenizer, job.max_length, job.max_prompt_length, stats)
+        except PairError as error:
+            raise ValueError(f"{chunk[error.index][0]}: {error}") from None
+        return groups_record_batch([group for group in groups if group is not None]), stats.as_dict()
     try:
         pairs = tokenize_pairs(examples, job.tokenizer, job.max_length, job.max_prompt_length, job.views, stats)
     except PairError as error:

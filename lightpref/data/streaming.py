@@ -31,6 +31,7 @@ from typing import Any
 
 from lightpref.data.collate import pair_to_row
 from lightpref.data.formats import NormaliseResult, iter_normalised
+from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
 from lightpref.data.pipeline import TokenizeJob
 from lightpref.data.tokenize import PairError, tokenize_pairs
 
@@ -110,12 +111,17 @@ class StreamingPairs:
 
     def _tokenize(self, group: list[tuple[int, str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         job = self.job
-        examples = [example for _, _, example in group]
+        examples = checked_shape([(location, example) for _, location, example in group], job.ranked)
         try:
-            pairs = tokenize_pairs(examples, job.tokenizer, job.max_length, job.max_prompt_length, job.views)
+            if job.ranked:
+                groups = tokenize_groups(examples, job.tokenizer, job.max_length, job.max_prompt_length)
+                rows = [None if kept is None else group_to_row(kept) for kept in groups]
+            else:
+                pairs = tokenize_pairs(examples, job.tokenizer, job.max_length, job.max_prompt_length, job.views)
+                rows = [None if pair is None else pair_to_row(pair) for pair in pairs]
         except PairError as error:
             raise ValueError(f"{group[error.index][1]}: {error}") from None
-        return [(read, pair_to_row(pair)) for (read, _, _), pair in zip(group, pairs, strict=True) if pair is not None]
+        return [(read, row) for (read, _, _), row in zip(group, rows, strict=True) if row is not None]
 
     def state_dict(self) -> dict[str, int]:
         return dict(self._resume or self._trained)

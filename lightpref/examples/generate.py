@@ -1,8 +1,9 @@
-"""Generate the quickstart's example preference data: ``python -m lightpref.examples.generate``.
+"""Generate the example preference data: ``python -m lightpref.examples.generate``.
 
-Conversational pairs where the chosen answer is correct and polite and the rejected one is wrong or dismissive:
-arithmetic, capitals and opposites. Deterministic (seeded), so the shipped ``preferences.jsonl`` can be rebuilt
-exactly.
+``preferences.jsonl`` (the quickstart's): conversational pairs where the chosen answer is correct and polite and the
+rejected one is wrong or dismissive: arithmetic, capitals and opposites. ``ranked.jsonl`` (configs/ranked.yaml's):
+the same questions with four scored answers each: correct (3), correct but unsure (2), wrong (1), dismissive (0).
+Deterministic (seeded), so the shipped files can be rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -82,12 +83,34 @@ def generate(count: int = 480, seed: int = 0) -> list[dict]:
     return pairs
 
 
+def generate_ranked(count: int = 240, seed: int = 1) -> list[dict]:
+    """``count`` ranked records with distinct questions, four scored answers each (in a shuffled order)."""
+    rng = random.Random(seed)
+    makers = [arithmetic, capital, opposite]
+    records, seen = [], set()
+    while len(records) < count:
+        question, good, wrong = rng.choice(makers)(rng)
+        if question in seen:
+            continue
+        seen.add(question)
+        answers = [(good, 3), (f"I think {good[0].lower()}{good[1:]} But I am not sure.", 2), (wrong, 1),
+                   (rng.choice(DISMISSIVE), 0)]
+        rng.shuffle(answers)
+        records.append({
+            "prompt": [{"role": "user", "content": question}],
+            "completions": [answer for answer, _ in answers],
+            "scores": [score for _, score in answers],
+        })
+    return records
+
+
 def main() -> None:
-    path = Path(__file__).with_name("preferences.jsonl")
-    with path.open("w") as file:
-        for pair in generate():
-            file.write(json.dumps(pair, ensure_ascii=False) + "\n")
-    print(f"wrote {path}")
+    for name, records in (("preferences.jsonl", generate()), ("ranked.jsonl", generate_ranked())):
+        path = Path(__file__).with_name(name)
+        with path.open("w") as file:
+            for record in records:
+                file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,6 @@ This package's top level stays light (pairing rules only); the workflow lives in
 See ``docs/iterate.md``.
 """
 
-from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule
+from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule, WholeGroup
 
-__all__ = ["AllPairs", "BestVsWorst", "PairingRule"]
+__all__ = ["AllPairs", "BestVsWorst", "PairingRule", "WholeGroup"]

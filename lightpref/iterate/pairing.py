@@ -55,3 +55,38 @@ class AllPairs(PairingRule):
 
     def candidates(self, order: list[int]) -> list[tuple[int, int]]:
         return [(better, worse) for position, better in enumerate(order) for worse in order[position + 1 :]]
+
+
+class WholeGroup(AllPairs):
+    """Train on the whole group of a prompt's K samples instead of pairs cut from it: the round's data are ranked
+    records ``{"prompt", "completions", "scores"}`` (:mod:`lightpref.data.ranked`), each run through the models as
+    one group forward. A listwise loss (``plackett_luce``, ``info_nca``) takes the group as it is; a pairwise loss
+    trains on the pairs ``model.group_pairs`` forms in it (every pair with different rewards by default). Called as
+    a rule it gives every pair above the gap, as :class:`AllPairs`.
+
+    Samples with the same text are kept once (the first). A prompt whose samples leave fewer than two texts, or whose
+    rewards all lie within ``min_gap`` of each other, gives no group.
+
+    >>> WholeGroup().group("Q:", [" ok", " great", " ok", " bad"], [0.1, 0.9, 0.3, -0.5])
+    {'prompt': 'Q:', 'completions': [' ok', ' great', ' bad'], 'scores': [0.1, 0.9, -0.5], 'chosen_reward': 0.9, \
+'rejected_reward': -0.5}
+    """
+
+    def group(self, prompt: object, texts: Sequence[str], rewards: Sequence[float],
+              chat: bool = False) -> dict[str, object] | None:
+        """One prompt's samples as a ranked record (the best and worst rewards alongside, for the round's
+        statistics), or ``None``."""
+        if len(texts) != len(rewards):
+            raise ValueError(f"a pairing rule needs one reward per text, got {len(texts)} and {len(rewards)}")
+        kept: dict[str, float] = {}
+        for text, reward in zip(texts, rewards, strict=True):
+            kept.setdefault(text, float(reward))
+        scores = list(kept.values())
+        if len(kept) < 2 or max(scores) - min(scores) <= self.min_gap:
+            return None
+        completions: list[object] = list(kept)
+        if chat:
+            prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            completions = [[{"role": "assistant", "content": text.strip()}] for text in kept]
+        return {"prompt": prompt, "completions": completions, "scores": scores, "chosen_reward": max(scores),
+                "rejected_reward": min(scores)}

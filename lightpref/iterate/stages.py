@@ -27,7 +27,7 @@ from lightpref.evaluation.build_dataset import make_pairs
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.io import atomic_write_text
-from lightpref.iterate.pairing import PairingRule
+from lightpref.iterate.pairing import PairingRule, WholeGroup
 
 FAULT_ENV = "LIGHTPREF_ITERATE_FAULT"
 
@@ -139,7 +139,14 @@ def collect_pairs(
         tokens_all += samples["completion_tokens"]
         for index, prompt in enumerate(samples["prompts"]):
             window = slice(index * samples_per_prompt, (index + 1) * samples_per_prompt)
-            pairs = make_pairs(prompt, samples["texts"][window], rewards[window], rule, chat=chat)
+            texts, scores = samples["texts"][window], rewards[window]
+            if isinstance(rule, WholeGroup):  # the prompt's samples as one ranked group, empty samples dropped
+                usable = [(text, score) for text, score in zip(texts, scores, strict=True) if text.strip()]
+                dropped += len(texts) - len(usable)
+                group = rule.group(prompt, [t for t, _ in usable], [r for _, r in usable], chat=chat)
+                records += [group] if group is not None else []
+                continue
+            pairs = make_pairs(prompt, texts, scores, rule, chat=chat)
             kept = [record for record in pairs if not degenerate(record)]
             dropped += len(pairs) - len(kept)
             records += kept

@@ -9,12 +9,14 @@ from lightpref.losses.registry import (
     registered_name,
     registered_names,
 )
+from lightpref.losses.shapes import RankedLogProbs
 
 __all__ = [
     "LogProbs",
     "LossOutput",
     "LossRegistryError",
     "PreferenceLoss",
+    "RankedLogProbs",
     "build",
     "loss_class",
     "registered_losses",

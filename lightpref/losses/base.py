@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
+from lightpref.batch import PAIRS
+
 if TYPE_CHECKING:
     from lightpref.views import PromptView
 
@@ -149,6 +151,10 @@ class PreferenceLoss(nn.Module):
     - ``needs_collision_logps``: per-token ``log Σ_v π(v|·)²`` is filled in (WPO-style weighting).
     - ``views``: extra prompt views by name (see :mod:`lightpref.views`); the module computes both models'
       log-probs of the same completions under each transformed prompt, without gradient, into ``record.views``.
+    - ``consumes``: the shape of record ``forward`` takes (:mod:`lightpref.losses.shapes`): ``"pairs"`` (a
+      :class:`LogProbs` of B pairs; the default) or ``"ranked"`` (a :class:`~lightpref.losses.shapes.
+      RankedLogProbs` of G groups). Its output has one value per pair, or per group. Pair data reach a ranked loss
+      as groups of two, ranked data a pairwise loss as the pairs ``model.group_pairs`` forms in each group.
 
     Register the class in the ``lightpref.losses`` entry-point group to make it available by name.
     """
@@ -159,6 +165,7 @@ class PreferenceLoss(nn.Module):
     needs_token_logps: bool = False
     needs_collision_logps: bool = False
     views: Mapping[str, PromptView] = {}
+    consumes: ClassVar[str] = PAIRS
 
     def forward(self, policy: LogProbs, reference: LogProbs | None) -> LossOutput:
         raise NotImplementedError
@@ -183,21 +190,22 @@ def _origin(loss: PreferenceLoss) -> str:
 
 
 def check_output(loss: PreferenceLoss, output: LossOutput, pairs: int) -> LossOutput:
-    """``output`` if it keeps the contract for a batch of ``pairs`` pairs, else an error naming the loss and where it
-    comes from: per-pair ``losses``, ``chosen_rewards`` and ``rejected_rewards`` each shaped (B,), every metric a
-    scalar or (B,)."""
+    """``output`` if it keeps the contract for a batch of ``pairs`` records (pairs, or groups for a loss that
+    consumes ranked groups), else an error naming the loss and where it comes from: per-record ``losses``,
+    ``chosen_rewards`` and ``rejected_rewards`` each shaped (B,), every metric a scalar or (B,)."""
     if not isinstance(output, LossOutput):
         raise TypeError(f"the loss {_origin(loss)} returned {type(output).__name__}, not a LossOutput")
     expected = (pairs,)
+    unit = "groups" if getattr(loss, "consumes", PAIRS) != PAIRS else "pairs"
     shapes = {name: getattr(output, name) for name in ("losses", "chosen_rewards", "rejected_rewards")}
     for name, value in {**shapes, **{f"metrics[{key!r}]": value for key, value in output.metrics.items()}}.items():
         allowed = (expected, ()) if name.startswith("metrics") else (expected,)
         if not isinstance(value, Tensor) or tuple(value.shape) not in allowed:
             got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            wanted = f"{expected} (one value per pair) or () (a scalar)" if name.startswith("metrics") else (
-                f"{expected}, one value per pair")
+            one = f"one value per {unit[:-1]}"
+            wanted = f"{expected} ({one}) or () (a scalar)" if name.startswith("metrics") else f"{expected}, {one}"
             raise ValueError(f"the loss {_origin(loss)} returned `{name}` of shape {got} for a batch of {pairs} "
-                             f"pairs; it must be {wanted}. Fix the loss's forward()")
+                             f"{unit}; it must be {wanted}. Fix the loss's forward()")
     return output
 
 

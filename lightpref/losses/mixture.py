@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor, nn
 
+from lightpref.batch import PAIRS
 from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss
 from lightpref.losses.registry import registered_name
 from lightpref.views import PromptView
@@ -45,6 +46,9 @@ def check_parts(losses: list[PreferenceLoss], weights: list[float]) -> None:
     for index, loss in enumerate(losses):
         if not isinstance(loss, PreferenceLoss):
             raise TypeError(f"`losses[{index}]` of a mixture must be a PreferenceLoss, got {type(loss).__name__}")
+        if loss.consumes != PAIRS:
+            raise ValueError(f"`losses[{index}]` of a mixture ({type(loss).__name__}) consumes {loss.consumes!r} "
+                             "records; a mixture combines pairwise losses only")
     if len(weights) != len(losses):
         raise ValueError(f"a mixture needs one weight per loss, got {len(losses)} losses and {len(weights)} weights")
     if not all(isinstance(weight, (int, float)) and math.isfinite(weight) for weight in weights):

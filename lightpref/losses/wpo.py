@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightpref.batch import PAIRS
 from lightpref.losses.base import LogProbs, LossOutput, PreferenceLoss
 from lightpref.losses.dpo import DPO
 
@@ -43,6 +44,9 @@ class WPO(PreferenceLoss):
         loss = DPO() if loss is None else loss
         if not isinstance(loss, PreferenceLoss):
             raise TypeError(f"`loss` of WPO must be a PreferenceLoss, got {type(loss).__name__}")
+        if loss.consumes != PAIRS:
+            raise ValueError(f"WPO weights pairs, but {type(loss).__name__} consumes {loss.consumes!r} records; wrap "
+                             "a pairwise loss")
         self.loss = loss
         self.requires_reference = loss.requires_reference
         self.length_normalized = loss.length_normalized
