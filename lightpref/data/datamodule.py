@@ -205,6 +205,7 @@ class PreferenceDataModule(LightningDataModule):
         directory = self.cache_directory()
         self._read_from_cache = cache.is_complete(directory)  # for the counts `setup` logs
         if self._read_from_cache:
+            cache.remove_stale(directory.parent)  # a killed run's half-written folder goes even when nothing is written
             rank_zero_info(f"lightpref data: reusing the tokenised data cached in {directory}")
             return
         job = self.tokenize_job()

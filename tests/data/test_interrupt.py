@@ -143,3 +143,17 @@ def test_a_directory_a_live_process_writes_is_kept(tmp_path):
         writer.kill()
         writer.wait(30)
     assert cache.remove_stale(tmp_path / "cache") == [temporary] and not temporary.exists()
+
+
+def test_a_start_that_reuses_the_cache_removes_a_killed_runs_folder(tmp_path):
+    """The cache is complete, so nothing is written: the folder a killed run left is removed all the same."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(f'{{"prompt": "Q{i}:", "chosen": " yes", "rejected": " no"}}\n' for i in range(4)))
+    data = PreferenceDataModule(tokenizer=tiny_tokenizer(), train_files=str(pairs), cache_dir=str(tmp_path / "cache"))
+    data.prepare_data()
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = finished.stdout.strip()
+    left = tmp_path / "cache" / f".{data.cache_directory().name}{cache.TEMPORARY_MARK}{dead}-0f0f0f0f"
+    left.mkdir()
+    data.prepare_data()
+    assert not left.exists() and cache.is_complete(data.cache_directory())
