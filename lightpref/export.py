@@ -117,6 +117,8 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
         raise FileExistsError(f"the export directory {output} is not empty; choose a new directory, or pass "
                               "--overwrite to replace the files in it")
     state = read_checkpoint(checkpoint)
+    if state.get("lightpref_reward_model"):  # lightpref.reward.export.REWARD_MARKER
+        raise ValueError(f"{checkpoint} holds a reward model; export it with `lightpref reward export`")
     source = ModelSource.from_dict(state[CHECKPOINT_KEY], trust_remote_code=trust_remote_code)
     policy = source.load_model()
     prefix = "policy."

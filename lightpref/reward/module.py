@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from lightpref.batch import PairBatch, split_pairs
 from lightpref.checkpointing import SafeCheckpoints
-from lightpref.export import CHECKPOINT_KEY, save_policy
+from lightpref.export import CHECKPOINT_KEY
 from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
 from lightpref.metrics import log_metrics
-from lightpref.pretrained import ModelSource, pad_id
+from lightpref.pretrained import ModelSource
+from lightpref.reward.export import PREFIX, REWARD_MARKER, save_reward_model
 from lightpref.reward.losses import PairScores, RewardLoss, build, check_reward_output
 from lightpref.reward.model import load_reward_model
 from lightpref.reward.scoring import RewardScorer
@@ -31,8 +32,6 @@ from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
 
 DEFAULT_LR = 1e-5
-REWARD_MARKER = "lightpref_reward_model"  # in a checkpoint: the weights are a reward model's, under PREFIX
-PREFIX = "reward_model."
 
 
 def pair_metrics(scores: PairScores, losses: Tensor, extra: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -197,10 +196,3 @@ class RewardModule(LightningModule):
         save_reward_model(model, directory, tokenizer, self.source)
         rank_zero_info(f"Saved the trained reward model and tokenizer in Hugging Face format to {directory}")
 
-
-def save_reward_model(model: nn.Module, directory: Path, tokenizer: Any, source: ModelSource) -> None:
-    """Write ``model`` (merged, if it has an adapter) as a one-label sequence-classification model, with the
-    tokenizer's pad token in its config so that its own ``forward`` finds each row's last token."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.config.pad_token_id = pad_id(tokenizer)
-    save_policy(model, directory, tokenizer, merge=True, source=source)
