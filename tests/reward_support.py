@@ -1,4 +1,4 @@
-"""Tiny reward models for the reward tests."""
+"""Tiny reward models and a tiny reward-model fit, for the reward tests (tests/reward, tests/scaling)."""
 
 import torch
 from transformers import LlamaForSequenceClassification
