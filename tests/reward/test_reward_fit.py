@@ -103,3 +103,26 @@ def test_a_classifier_with_two_labels_is_refused(tmp_path):
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="classifier with 2 labels; a reward model has one"):
         load_reward_model(ModelSource(str(tmp_path)))
+
+
+def test_module_loss_is_bradley_terry_of_its_scores_with_the_batch_margin(tiny_checkpoint):
+    """The module's loss is the mean of −logσ(r⁺ − r⁻ − m) over the packed scores, with m from the batch."""
+    from torch.nn import functional
+
+    from lightpref.data.tokenize import TokenizedPair
+    from lightpref.reward.module import RewardModule
+
+    module = RewardModule(str(tiny_checkpoint))
+    module.configure_model()
+    batch = collate_pairs([TokenizedPair([5, 6, 7], [8, 9, 3], [11, 3]), TokenizedPair([5, 12], [13, 3], [14, 15, 3])],
+                          pad_token_id=0)
+    margin = torch.tensor([0.5, -1.0])
+    mapping = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+               "completion_mask": batch.completion_mask, "margin": margin}
+    with torch.no_grad():
+        metrics, loss = module(mapping)
+        scores = plain_scores(module.reward_model, batch.input_ids, batch.attention_mask)
+    chosen, rejected = scores[:2], scores[2:]
+    torch.testing.assert_close(loss, -functional.logsigmoid(chosen - rejected - margin).mean())
+    torch.testing.assert_close(metrics["margin"], chosen - rejected)
+    torch.testing.assert_close(metrics["accuracy"], (chosen > rejected).float())
