@@ -6,10 +6,11 @@
 - ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
 - ``lightpref build-dataset --output FILE.jsonl [...]`` samples, scores and pairs completions into preference data.
 - ``lightpref iterate --config FILE.yaml [--ckpt_path last]`` runs on-policy rounds (see docs/iterate.md).
+- ``lightpref reward fit|validate|test|losses|export`` trains and exports reward models (docs/reward_models.md).
 
-Only ``fit``, ``validate``, ``test`` and ``iterate`` import Lightning: ``lightpref --help``, ``lightpref losses``
-and the other commands' ``--help`` start in about the time ``import torch`` takes (measured by
-``bench/startup.py``).
+Only ``fit``, ``validate``, ``test``, ``iterate`` and ``reward fit|validate|test`` import Lightning:
+``lightpref --help``, ``lightpref losses`` and the other commands' ``--help`` start in about the time
+``import torch`` takes (measured by ``bench/startup.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ OWN_COMMANDS = {
                                         "Face model directory"),
     "build-dataset": ("lightpref.evaluation.build_dataset:main", "--output FILE.jsonl [--reward …]: sample, score "
                                                                  "and pair completions into preference data"),
+    "reward": ("lightpref.reward.cli:main", "fit|validate|test|losses|export: train and export reward models "
+                                            "(lightpref reward --help)"),
     "iterate": ("lightpref.iterate.workflow:main", "--config FILE.yaml [--ckpt_path last]: on-policy rounds "
                                                    "(sample, score, pair, train), resumable"),
 }

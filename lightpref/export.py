@@ -149,6 +149,8 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
     checkpoint, output = Path(checkpoint), Path(output)
     refuse_to_overwrite(output, overwrite, "the export directory", "pass --overwrite")
     state = read_checkpoint(checkpoint)
+    if state.get("lightpref_reward_model"):  # lightpref.reward.export.REWARD_MARKER
+        raise ValueError(f"{checkpoint} holds a reward model; export it with `lightpref reward export`")
     source = ModelSource.from_dict(state[CHECKPOINT_KEY], trust_remote_code=trust_remote_code)
     policy = source.load_model()
     prefix = "policy."

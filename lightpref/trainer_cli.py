@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -257,8 +257,10 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
-def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
-    """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates."""
+def build_cli(args: Sequence[str] | None, run: bool = True,
+              model_class: type[LightningModule] = PreferenceModule) -> PreferenceCLI:
+    """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates.
+    ``model_class`` is the LightningModule the ``model`` section builds (``lightpref reward`` gives its own)."""
     args = None if args is None else list(args)
     if not run and args and args[0] in DESCRIPTIONS:
         args = args[1:]  # without running, LightningCLI takes no subcommand
@@ -270,7 +272,7 @@ def build_cli(args: Sequence[str] | None, run: bool = True) -> PreferenceCLI:
         for command, description in DESCRIPTIONS.items():
             parser_kwargs[command] = {"formatter_class": HelpFormatter, "description": description}
     return PreferenceCLI(
-        PreferenceModule,
+        model_class,
         PreferenceDataModule,
         args=args,
         run=run,

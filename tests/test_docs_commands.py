@@ -77,11 +77,27 @@ def short_run(tiny_checkpoint, pairs_file, tmp_path_factory) -> Path:
     return Path(build_cli(["fit", "--config", str(config)]).trainer.log_dir)
 
 
-def substitute(arguments: list[str], short_run: Path, tmp_path: Path) -> list[str]:
-    """Outputs go to ``tmp_path``; a ``runs/…`` input a fresh clone lacks becomes the short run's file."""
+@pytest.fixture(scope="module")
+def reward_export(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A reward model exported as `lightpref reward fit` exports one (the tiny model with a new score head)."""
+    from lightpref.pretrained import ModelSource, load_tokenizer
+    from lightpref.reward.export import save_reward_model
+    from lightpref.reward.model import load_reward_model
+
+    directory = tmp_path_factory.mktemp("reward-export") / "huggingface"
+    source = ModelSource(str(tiny_checkpoint))
+    save_reward_model(load_reward_model(source), directory, load_tokenizer(str(tiny_checkpoint)), source)
+    return directory
+
+
+def substitute(arguments: list[str], short_run: Path, tmp_path: Path, reward_export: Path | None = None) -> list[str]:
+    """Outputs go to ``tmp_path``; a ``runs/…`` input a fresh clone lacks becomes the short run's file (a reward
+    model's export directory: ``reward_export``)."""
     result = []
     for argument in arguments:
-        if argument.startswith("runs/") and not (REPO / argument).exists():
+        if argument.startswith("runs/") and argument.endswith("/huggingface") and reward_export is not None:
+            argument = str(reward_export)
+        elif argument.startswith("runs/") and not (REPO / argument).exists():
             argument = str(short_run / "checkpoints" / "last.ckpt" if argument.endswith(".ckpt")
                            else short_run / "config.yaml")
         result.append(argument)
@@ -120,7 +136,9 @@ def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeyp
         monkeypatch.syspath_prepend(str(request.getfixturevalue("plugin_site")))
         if missing():
             pytest.fail(f"the example needs the loss {missing()[0]!r}, which neither lightpref nor its plugin has")
-    arguments = substitute(arguments, short_run, tmp_path)
+    named_reward_model = any(a.startswith("runs/") and a.endswith("/huggingface") for a in arguments)
+    reward_export = request.getfixturevalue("reward_export") if named_reward_model else None
+    arguments = substitute(arguments, short_run, tmp_path, reward_export)
     command = arguments[0]
     if command in ("fit", "validate", "test"):
         run_trainer_command(arguments, tmp_path)
@@ -143,8 +161,28 @@ def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeyp
 
         config = build_parser().parse_args(arguments[1:])
         assert instantiate("iterate", config.iterate).rounds >= 1
+    elif command == "reward":
+        run_reward_command(arguments[1:], tmp_path, capsys)
     else:
         pytest.fail(f"{source.name} documents `lightpref {' '.join(arguments)}`, which is not a lightpref command")
+
+
+def run_reward_command(arguments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`lightpref reward fit|validate|test` parsed and instantiated with the reward module; `losses` runs."""
+    from lightpref.reward.module import RewardModule
+    from lightpref.trainer_cli import build_cli as build_trainer_cli
+
+    if arguments[0] == "losses":
+        assert main(["reward", "losses"]) == 0 and "bradley_terry" in capsys.readouterr().out
+        return
+    assert arguments[0] in ("fit", "validate", "test"), f"an undocumented reward command: {arguments[0]}"
+    arguments = list(arguments[1:])
+    if "--ckpt_path" in arguments:
+        at = arguments.index("--ckpt_path")
+        arguments = arguments[:at] + arguments[at + 2:]
+    cli = build_trainer_cli([*arguments, "--trainer.default_root_dir", str(tmp_path)], run=False,
+                            model_class=RewardModule)
+    assert isinstance(cli.model, RewardModule) and cli.datamodule is not None
 
 
 YAML_FENCE = re.compile(r"^```yaml\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -177,6 +215,16 @@ def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snipp
         config = build_parser().parse_args(["--config", str(REPO / "configs" / "iterative_dpo.yaml"),
                                             "--config", str(tmp_path / "snippet.yaml")])
         assert config.iterate.reward is not None
+        return
+    if source.name == "reward_models.md":  # a reward-model snippet: parsed on top of the shipped reward config
+        from lightpref.reward.module import RewardModule
+        from lightpref.trainer_cli import build_cli as build_trainer_cli
+
+        monkeypatch.chdir(REPO)
+        (tmp_path / "snippet.yaml").write_text(snippet)
+        cli = build_trainer_cli(["--config", "configs/reward_model.yaml", "--config", str(tmp_path / "snippet.yaml"),
+                                 "--trainer.default_root_dir", str(tmp_path)], run=False, model_class=RewardModule)
+        assert isinstance(cli.model, RewardModule)
         return
     monkeypatch.chdir(tmp_path)
     for name in set(re.findall(r"\bdata/[\w./*-]+", snippet)):
