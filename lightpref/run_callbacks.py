@@ -1,7 +1,7 @@
 """Callbacks that make every ``lightpref fit`` leave a result, however short the run.
 
-``lightpref fit`` adds each of these unless the config's ``trainer.callbacks`` brings one of the same kind
-(see :func:`with_run_callbacks`):
+``lightpref fit`` (and each round of ``lightpref iterate``) adds each of these unless the config's
+``trainer.callbacks`` brings one of the same kind (see :func:`with_run_callbacks`):
 
 - :class:`FinalCheckpoint` — one checkpoint file per run, ``checkpoints/last.ckpt``: written when Lightning's
   default checkpoint would be (after a validation or an epoch), at the end of training and on Ctrl-C, so a 3-step

@@ -9,6 +9,8 @@ What it adds to Lightning's own CLI:
 - the run callbacks of :mod:`lightpref.run_callbacks` (a final checkpoint, first/last-step logging, the learning
   rate, validation at step 0) unless the config brings its own of the same kind;
 - no third-party adverts or warnings about what lightpref does on purpose (see :func:`quiet_known_noise`).
+
+``lightpref iterate`` formats its help, filters the noise and adds the run callbacks through the same functions.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import re
 import typing
 import warnings
 from argparse import Action
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -44,7 +46,10 @@ DESCRIPTIONS = {
     "test": "Compute the metrics on the test split (the validation pairs when there is none).",
 }
 USAGE = "usage: lightpref {command} [--config FILE.yaml …] [--print_config] [--SECTION.KEY VALUE …]\n\n"
+USAGES = {"iterate": "usage: lightpref iterate --config FILE.yaml [--ckpt_path last] [--SECTION.KEY VALUE …]\n\n"}
 GROUP_TITLES = {
+    "iterate": "--iterate.*  what each round samples, how it is scored and paired, what is held out "
+               "(lightpref.iterate.settings.Iteration)",
     "model": "--model.*  the policy, its reference and the loss (lightpref.module.PreferenceModule)",
     "data": "--data.*  the preference data (lightpref.data.PreferenceDataModule)",
     "trainer": "--trainer.*  Lightning's Trainer (first sentence of each; details in the Lightning Trainer docs)",
@@ -155,7 +160,10 @@ class HelpFormatter(DefaultHelpFormatter):
         if prefix == "":  # argparse forming a subcommand's program name (`lightpref fit`), not a usage line
             return super()._format_usage(usage, actions, groups, prefix)
         command = self._prog.split()[-1]
-        return USAGE.format(command=command if command in DESCRIPTIONS else "fit")
+        return USAGES.get(command) or USAGE.format(command=command if command in DESCRIPTIONS else "fit")
+
+    def _format_text(self, text: str) -> str:  # the description
+        return super()._format_text(plain_text(text))
 
     def _get_help_string(self, action: Action) -> str:
         original = action.help
@@ -171,15 +179,16 @@ class HelpFormatter(DefaultHelpFormatter):
 
 
 def arrange_help(parser: LightningArgumentParser) -> None:
-    """Titles that say what each section is, and the general options, model and data before the trainer's."""
+    """Titles that say what each section is, and the general options, iterate (``lightpref iterate``), model and data
+    before the trainer's."""
     groups = getattr(parser, "groups", None) or {}
     for key, title in GROUP_TITLES.items():
         if key in groups:
             groups[key].title = title
     for group in parser._action_groups:
-        if any(action.dest == "ckpt_path" for action in group._group_actions):
+        if group is not parser._optionals and any(action.dest == "ckpt_path" for action in group._group_actions):
             group.title = "--ckpt_path  resume a run (`last`: the newest last.ckpt of the run's checkpoint directory)"
-    first = [parser._optionals, *(groups[key] for key in ("model", "data") if key in groups)]
+    first = [parser._optionals, *(groups[key] for key in ("iterate", "model", "data") if key in groups)]
     parser._action_groups = first + [group for group in parser._action_groups if group not in first]
 
 
@@ -211,19 +220,25 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        config = self._get(self.config_init, "trainer", default={})
-        given = config.get("callbacks") or []
-        given = list(given) if isinstance(given, Sequence) else [given]
-        callbacks = with_run_callbacks(
-            given,
-            checkpointing=config.get("enable_checkpointing") is not False,
-            progress_bar=config.get("enable_progress_bar") is not False,
-            logging=config.get("logger") is not False,
-        )
-        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
-            callbacks.append(RunModelSummary())  # Lightning's, without the FLOPs it cannot count here
+        callbacks = trainer_callbacks(self._get(self.config_init, "trainer", default={}))
         callbacks.append(DiskReport())  # what the run left on disk, said at its end
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
+
+def trainer_callbacks(settings: Mapping[str, Any]) -> list[Callback]:
+    """The ``callbacks`` of a Trainer's ``settings`` plus the run callbacks (:func:`with_run_callbacks`: the progress
+    bar among them) and the model summary ``lightpref fit`` and ``lightpref iterate`` add, as the settings allow."""
+    given = settings.get("callbacks") or []
+    given = list(given) if isinstance(given, Sequence) else [given]
+    callbacks = with_run_callbacks(
+        given,
+        checkpointing=settings.get("enable_checkpointing") is not False,
+        progress_bar=settings.get("enable_progress_bar") is not False,
+        logging=settings.get("logger") is not False,
+    )
+    if settings.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in given):
+        callbacks.append(RunModelSummary())  # Lightning's, without the FLOPs it cannot count here
+    return callbacks
 
 
 def _not_a_tip(record: logging.LogRecord) -> bool:

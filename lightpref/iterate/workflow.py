@@ -44,6 +44,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from lightpref import trainer_cli
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
 from lightpref.export import save_policy
@@ -61,7 +62,6 @@ from lightpref.iterate.stages import (
 from lightpref.iterate.start import check_command, check_models, check_resume
 from lightpref.module import PreferenceModule
 from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
-from lightpref.trainer_cli import resolve_registered_loss_names
 
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
                     "val_split", "records", "prompt_views"}
@@ -69,9 +69,10 @@ TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpoin
 
 
 def build_parser() -> LightningArgumentParser:
-    """The parser of ``lightpref iterate``: loss names take arguments as they do for ``lightpref fit``."""
-    resolve_registered_loss_names()  # otherwise `loss: dpo` stays a bare name here and becomes a class path in fit
-    parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="")
+    """The parser of ``lightpref iterate``: loss names take arguments, and help reads, as for ``lightpref fit``."""
+    trainer_cli.resolve_registered_loss_names()  # else `loss: dpo` stays a bare name here, a class path in fit
+    parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
+                                     formatter_class=trainer_cli.HelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="`last`: continue the run stopped in iterate.out_dir where it stopped")
@@ -80,6 +81,7 @@ def build_parser() -> LightningArgumentParser:
     add_section(parser, "model")
     parser.add_class_arguments(PreferenceDataModule, "data", skip=DATA_SOURCE_KEYS, instantiate=False)
     parser.add_class_arguments(Trainer, "trainer", skip=TRAINER_OWN_KEYS, instantiate=False, fail_untyped=False)
+    trainer_cli.arrange_help(parser)
     return parser
 
 
@@ -218,14 +220,11 @@ class IterativeRun:
         module, data = self.module(round_), self.data(round_)
         checkpoints = directory / "checkpoints"
         trainer_settings = {key: value for key, value in vars(self.config.trainer).items() if key != "__path__"}
-        trainer = Trainer(
-            **trainer_settings,
-            default_root_dir=str(directory),
-            logger=TensorBoardLogger(directory, name="", version="train"),
-            callbacks=[ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=self.iteration.checkpoint_every_n_steps,
-                                       save_top_k=0, save_last=True),
-                       FaultHook(f"round{round_}")],
-        )
+        own = [ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=self.iteration.checkpoint_every_n_steps,
+                               save_top_k=0, save_last=True), FaultHook(f"round{round_}")]
+        callbacks = trainer_cli.trainer_callbacks({**trainer_settings, "callbacks": own})  # fit's bar and summary
+        trainer = Trainer(**trainer_settings, callbacks=callbacks, default_root_dir=str(directory),
+                          logger=TensorBoardLogger(directory, name="", version="train"))
         last = checkpoints / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         fault_point(f"round{round_}:trained")
@@ -283,6 +282,7 @@ def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
     Nothing is written to ``iterate.out_dir`` before the start checks pass (see :mod:`lightpref.iterate.start`)."""
     parser = build_parser()
     config = parser.parse_args(list(argv))
+    trainer_cli.quiet_known_noise()  # what `lightpref fit` leaves out of its output
     check_command(config)
     check_models(config)
     seed_everything(config.seed_everything, verbose=False)
