@@ -307,3 +307,12 @@ class SameCheckpointEverywhere(Callback):
             )
         if self.missing is not None:  # `last`, and no process found a checkpoint
             raise NoCheckpointError(self.missing)
+
+
+def run_safety_callbacks(trainer: Trainer | None, on_nonfinite: str) -> list[Callback]:
+    """A training module's ``configure_callbacks``: the non-finite guard and atomic/SIGTERM checkpoints, unless the
+    trainer was given its own."""
+    from lightpref.guards import NonFiniteGuard
+
+    present = {type(callback) for callback in trainer.callbacks} if trainer is not None else set()
+    return [callback for callback in (NonFiniteGuard(on_nonfinite), SafeCheckpoints()) if type(callback) not in present]

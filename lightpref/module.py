@@ -15,11 +15,11 @@ from peft import PeftConfig
 from torch import Tensor, nn
 
 from lightpref.batch import RANKED, GroupBatch, PairBatch, split_pairs
-from lightpref.checkpointing import SafeCheckpoints
+from lightpref.checkpointing import run_safety_callbacks
 from lightpref.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
 from lightpref.forward import TokenLogProbs
 from lightpref.group_pairs import AllPairs, GroupPairs
-from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
+from lightpref.guards import ACTIONS, check_optimizer
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
@@ -29,6 +29,7 @@ from lightpref.packing import Scorer
 from lightpref.pretrained import ModelSource
 from lightpref.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
 from lightpref.reference import PrecomputeContext, build_reference
+from lightpref.schedules import optimisation
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
 
@@ -267,25 +268,14 @@ class PreferenceModule(LightningModule):
     # --- optimisation --------------------------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(parameters, lr=DEFAULT_LR, weight_decay=0.0)
-        else:
-            optimizer = self.optimizer_factory(parameters)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        if getattr(scheduler, "total_steps", 0) is None and hasattr(scheduler, "set_total_steps"):
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimisation(self.policy.parameters(), self.optimizer_factory, self.scheduler_factory, DEFAULT_LR,
+                            lambda: self.trainer.estimated_stepping_batches)
 
     # --- checkpoints and export ----------------------------------------------------------------------------------
 
     def configure_callbacks(self) -> list[Callback]:
         """The non-finite guard and atomic/SIGTERM checkpoints, unless the trainer was given its own."""
-        present = {type(callback) for callback in self.trainer.callbacks} if self._trainer is not None else set()
-        defaults = [NonFiniteGuard(self.on_nonfinite), SafeCheckpoints()]
-        return [callback for callback in defaults if type(callback) not in present]
+        return run_safety_callbacks(self._trainer, self.on_nonfinite)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("state_dict", {})

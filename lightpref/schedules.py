@@ -12,7 +12,11 @@ these classes are a ``LambdaLR`` whose step count can come later.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import torch
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -78,3 +82,22 @@ class WarmupLinearLR(WarmupDecay):
 
     def _decay(self, progress: float) -> float:
         return 1 - progress
+
+
+def optimisation(parameters: Iterable[nn.Parameter], optimizer_factory: Callable[..., Optimizer] | None,
+                 scheduler_factory: Callable[[Optimizer], Any] | None, default_lr: float,
+                 total_steps: Callable[[], int]) -> Any:
+    """What ``configure_optimizers`` returns for the trainable ``parameters``: the configured optimiser (AdamW at
+    ``default_lr`` without one) and, when configured, its schedule stepped every optimiser step, told the run's
+    ``total_steps()`` when it was built without them."""
+    parameters = [parameter for parameter in parameters if parameter.requires_grad]
+    if optimizer_factory is None:
+        optimizer = torch.optim.AdamW(parameters, lr=default_lr, weight_decay=0.0)
+    else:
+        optimizer = optimizer_factory(parameters)
+    if scheduler_factory is None:
+        return optimizer
+    scheduler = scheduler_factory(optimizer)
+    if getattr(scheduler, "total_steps", 0) is None and hasattr(scheduler, "set_total_steps"):
+        scheduler.set_total_steps(int(total_steps()))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -19,15 +19,16 @@ from peft import PeftConfig
 from torch import Tensor, nn
 
 from lightpref.batch import PairBatch, split_pairs
-from lightpref.checkpointing import SafeCheckpoints
+from lightpref.checkpointing import run_safety_callbacks
 from lightpref.export import CHECKPOINT_KEY
-from lightpref.guards import ACTIONS, NonFiniteGuard, check_optimizer
+from lightpref.guards import ACTIONS, check_optimizer
 from lightpref.metrics import log_metrics
 from lightpref.pretrained import ModelSource
 from lightpref.reward.export import PREFIX, REWARD_MARKER, save_reward_model
 from lightpref.reward.losses import PairScores, RewardLoss, build, check_reward_output
 from lightpref.reward.model import load_reward_model
 from lightpref.reward.scoring import RewardScorer
+from lightpref.schedules import optimisation
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
 from lightpref.views import PromptView
 
@@ -157,23 +158,12 @@ class RewardModule(LightningModule):
     # --- optimisation, checkpoints, export -------------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        parameters = [p for p in self.reward_model.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(parameters, lr=DEFAULT_LR, weight_decay=0.0)
-        else:
-            optimizer = self.optimizer_factory(parameters)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        if getattr(scheduler, "total_steps", 0) is None and hasattr(scheduler, "set_total_steps"):
-            scheduler.set_total_steps(int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimisation(self.reward_model.parameters(), self.optimizer_factory, self.scheduler_factory, DEFAULT_LR,
+                            lambda: self.trainer.estimated_stepping_batches)
 
     def configure_callbacks(self) -> list[Callback]:
         """The non-finite guard and atomic/SIGTERM checkpoints, unless the trainer was given its own."""
-        present = {type(callback) for callback in self.trainer.callbacks} if self._trainer is not None else set()
-        defaults = [NonFiniteGuard(self.on_nonfinite), SafeCheckpoints()]
-        return [callback for callback in defaults if type(callback) not in present]
+        return run_safety_callbacks(self._trainer, self.on_nonfinite)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.source.to_dict()  # plain data: `lightpref reward export` rebuilds from it
