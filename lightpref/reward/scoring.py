@@ -26,10 +26,9 @@ from lightpref.batch import Sequences
 from lightpref.packing import (
     MASKED_ATTENTION,
     PACKING_ONLY,
-    PackedBatch,
-    attention_mask_4d,
     auto_packed_length,
     pack_batch,
+    packed_inputs,
 )
 
 HEAD = "score"  # the one-label head of transformers' *ForSequenceClassification decoders
@@ -65,19 +64,6 @@ def plain_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) ->
     hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state  # (N, T, H)
     rows = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last_token_index(attention_mask)]
     return head(rows).squeeze(-1).float()  # (N,)
-
-
-def _block_mask(packed: PackedBatch) -> object:
-    """The packed layout's mask as a FlexAttention ``BlockMask`` (read from the dense mask)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    allowed = attention_mask_4d(packed)[:, 0]  # (R, L, L)
-
-    def mask_mod(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
-        return allowed[b, q, k]
-
-    rows, length = packed.segment_ids.shape
-    return create_block_mask(mask_mod, rows, None, length, length, device=allowed.device)
 
 
 def _why_plain(model: PreTrainedModel, body: nn.Module, attention_mask: Tensor, implementation: str) -> str | None:
@@ -127,17 +113,7 @@ def packed_scores(
     elif max_packed_length is None:
         max_packed_length = auto_packed_length(base)
     packed = pack_batch(input_ids, attention_mask, completion_mask.bool(), shared_prompt, pack, max_packed_length)
-    if implementation in PACKING_ONLY:
-        mask = None
-    elif implementation == "flex_attention":
-        mask = _block_mask(packed)
-    else:
-        mask = attention_mask_4d(packed)  # (R, 1, L, L)
-        if implementation == "eager":  # eager adds the mask to the scores
-            dtype = next(body.parameters()).dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    hidden = body(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
-                  use_cache=False).last_hidden_state  # (R, L, H)
+    hidden = body(**packed_inputs(base, packed), use_cache=False).last_hidden_state  # (R, L, H)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     index = packed.source[rows, last_token_index(attention_mask)]  # (2B,) each row's last token in the packing
     return head(hidden.flatten(0, 1)[index]).squeeze(-1).float()  # (2B,)
