@@ -34,52 +34,63 @@ class LossEntry:
     error: str | None = None
 
 
-def _distribution(entry_point: EntryPoint) -> str:
+def distribution_of(entry_point: EntryPoint) -> str:
+    """``"name version"`` of the distribution that ships ``entry_point``, for messages."""
     dist = entry_point.dist
     return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
 
 
+
 @functools.lru_cache(maxsize=8)
-def _claims(search_path: tuple[str, ...]) -> dict[str, tuple[EntryPoint, ...]]:
-    """Every name in the group with the entry points claiming it, read from the distributions on ``search_path``."""
+def _claims(search_path: tuple[str, ...], group: str = GROUP) -> dict[str, tuple[EntryPoint, ...]]:
+    """Every name in ``group`` with the entry points claiming it, read from the distributions on ``search_path``."""
     by_name: dict[str, list[EntryPoint]] = {}
-    for entry_point in entry_points(group=GROUP):
+    for entry_point in entry_points(group=group):
         claims = by_name.setdefault(entry_point.name, [])
         if all(claim.value != entry_point.value for claim in claims):  # the same package seen twice is one claim
             claims.append(entry_point)
     return {name: tuple(by_name[name]) for name in sorted(by_name)}
 
 
+def claims_in(group: str) -> dict[str, tuple[EntryPoint, ...]]:
+    """Every name of an entry-point group with the entry points claiming it, without importing any of them (read
+    once, again only when ``sys.path`` changes). The reward losses' registry reads its own group through it."""
+    return _claims(tuple(sys.path), group)
+
+
 def _discovered() -> dict[str, tuple[EntryPoint, ...]]:
-    return _claims(tuple(sys.path))
+    return claims_in(GROUP)
 
 
-@functools.cache
-def _load(entry_point: EntryPoint) -> LossEntry:
-    distribution = _distribution(entry_point)
-
-    def failed(cause: str) -> LossEntry:
-        message = f"loss plugin {entry_point.name!r} ({entry_point.value}) from {distribution}: {cause}"
-        return LossEntry(entry_point.name, distribution, entry_point.value, None, message)
-
+def load_plugin(entry_point: EntryPoint, base: type, base_name: str, kind: str) -> tuple[type | None, str | None]:
+    """``(the class, None)`` that ``entry_point`` names, or ``(None, why not)`` — whatever its import raises,
+    ``sys.exit()`` included, or a class that is not a subclass of ``base`` (public name ``base_name``) — naming the
+    ``kind`` of plugin, the entry point and its distribution."""
+    prefix = f"{kind} plugin {entry_point.name!r} ({entry_point.value}) from {distribution_of(entry_point)}"
     try:
         loaded = entry_point.load()
     except KeyboardInterrupt:
         raise
     except SystemExit as exit_:  # a plugin calling sys.exit() on import must not end the command
-        return failed(f"its import called sys.exit({exit_.code!r})")
+        return None, f"{prefix}: its import called sys.exit({exit_.code!r})"
     except BaseException as err:  # a broken plugin must not take the registry down with it
-        return failed(f"import failed with {type(err).__name__}: {err}")
-    if not (isinstance(loaded, type) and issubclass(loaded, PreferenceLoss)):
-        return failed(f"it names {loaded!r}, which is not a subclass of lightpref.losses.PreferenceLoss")
-    return LossEntry(entry_point.name, distribution, entry_point.value, loaded)
+        return None, f"{prefix}: import failed with {type(err).__name__}: {err}"
+    if not (isinstance(loaded, type) and issubclass(loaded, base)):
+        return None, f"{prefix}: it names {loaded!r}, which is not a subclass of {base_name}"
+    return loaded, None
+
+
+@functools.cache
+def _load(entry_point: EntryPoint) -> LossEntry:
+    loaded, error = load_plugin(entry_point, PreferenceLoss, "lightpref.losses.PreferenceLoss", "loss")
+    return LossEntry(entry_point.name, distribution_of(entry_point), entry_point.value, loaded, error)
 
 
 def _entry(name: str, claims: tuple[EntryPoint, ...]) -> LossEntry:
     if len(claims) > 1:
-        owners = " and ".join(f"{claim.value} from {_distribution(claim)}" for claim in claims)
+        owners = " and ".join(f"{claim.value} from {distribution_of(claim)}" for claim in claims)
         message = f"loss name {name!r} is claimed by more than one plugin: {owners}; uninstall one of them"
-        return LossEntry(name, ", ".join(_distribution(claim) for claim in claims), "", None, message)
+        return LossEntry(name, ", ".join(distribution_of(claim) for claim in claims), "", None, message)
     return _load(claims[0])
 
 

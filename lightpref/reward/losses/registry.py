@@ -9,10 +9,10 @@ stopping the others.
 from __future__ import annotations
 
 import functools
-import sys
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
+from lightpref.losses.registry import claims_in, distribution_of, load_plugin
 from lightpref.reward.losses.base import RewardLoss
 
 GROUP = "lightpref.reward_losses"
@@ -32,57 +32,30 @@ class RewardLossEntry:
     error: str | None = None
 
 
-@functools.lru_cache(maxsize=8)
-def _claims(search_path: tuple[str, ...]) -> dict[str, tuple[EntryPoint, ...]]:
-    by_name: dict[str, list[EntryPoint]] = {}
-    for entry_point in entry_points(group=GROUP):
-        claims = by_name.setdefault(entry_point.name, [])
-        if all(claim.value != entry_point.value for claim in claims):  # the same package seen twice is one claim
-            claims.append(entry_point)
-    return {name: tuple(by_name[name]) for name in sorted(by_name)}
-
-
-def _distribution(entry_point: EntryPoint) -> str:
-    dist = entry_point.dist
-    return f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
-
-
 @functools.cache
 def _load(name: str, claims: tuple[EntryPoint, ...]) -> RewardLossEntry:
-    distribution = ", ".join(_distribution(claim) for claim in claims)
+    distribution = ", ".join(distribution_of(claim) for claim in claims)
     if len(claims) > 1:
-        owners = " and ".join(f"{claim.value} from {_distribution(claim)}" for claim in claims)
+        owners = " and ".join(f"{claim.value} from {distribution_of(claim)}" for claim in claims)
         return RewardLossEntry(name, distribution, None, f"reward loss name {name!r} is claimed by more than one "
                                                          f"plugin: {owners}; uninstall one of them")
-    entry_point = claims[0]
-    prefix = f"reward loss plugin {name!r} ({entry_point.value}) from {distribution}"
-    try:
-        loaded = entry_point.load()
-    except KeyboardInterrupt:
-        raise
-    except SystemExit as exit_:  # a plugin calling sys.exit() on import must not end the command
-        return RewardLossEntry(name, distribution, None, f"{prefix}: its import called sys.exit({exit_.code!r})")
-    except BaseException as err:  # a broken plugin must not take the registry down with it
-        return RewardLossEntry(name, distribution, None, f"{prefix}: import failed with {type(err).__name__}: {err}")
-    if not (isinstance(loaded, type) and issubclass(loaded, RewardLoss)):
-        return RewardLossEntry(name, distribution, None, f"{prefix}: it names {loaded!r}, which is not a subclass "
-                                                         "of lightpref.reward.losses.RewardLoss")
-    return RewardLossEntry(name, distribution, loaded)
+    loaded, error = load_plugin(claims[0], RewardLoss, "lightpref.reward.losses.RewardLoss", "reward loss")
+    return RewardLossEntry(name, distribution, loaded, error)
 
 
 def registered_names() -> list[str]:
     """Every name in the group, in name order, without importing any loss."""
-    return list(_claims(tuple(sys.path)))
+    return list(claims_in(GROUP))
 
 
 def registered_losses() -> dict[str, RewardLossEntry]:
     """Every name in the group, each loaded or carrying its load error."""
-    return {name: _load(name, claims) for name, claims in _claims(tuple(sys.path)).items()}
+    return {name: _load(name, claims) for name, claims in claims_in(GROUP).items()}
 
 
 def loss_class(name: str) -> type[RewardLoss]:
     """The reward-loss class registered under ``name``; a clear error when it is unknown or cannot be loaded."""
-    claims = _claims(tuple(sys.path)).get(name)
+    claims = claims_in(GROUP).get(name)
     if claims is None:
         known = ", ".join(registered_names()) or "none (is lightpref installed, e.g. `pip install -e .`?)"
         raise RewardLossRegistryError(f"unknown reward loss {name!r}; the reward losses registered in {GROUP!r} are: "
