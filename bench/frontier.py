@@ -33,6 +33,7 @@ from plot_frontier import write_report  # bench/ is on sys.path when this file r
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSentiment, review_prompts
 from lightpref.evaluation.build_dataset import build_dataset
+from lightpref.group_pairs import GroupPairs
 from lightpref.losses import build
 from lightpref.module import PreferenceModule
 from lightpref.pretrained import load_model, load_tokenizer
@@ -121,8 +122,12 @@ def build_pairs(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, fl
     return path, timing
 
 
-def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None, beta: float, seed: int) -> dict:
-    """Train one method (or, with ``method=None``, only validate the initial model) and return its record."""
+def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None, beta: float, seed: int,
+            group_pairs: GroupPairs | None = None, label: str | None = None) -> dict:
+    """Train one method (or, with ``method=None``, only validate the initial model) and return its record.
+
+    ``pairs`` may hold ranked groups; ``group_pairs`` then picks a pairwise loss's pairs inside each group and
+    ``label`` names the run in its record (default: the method)."""
     start = _clock()
     seed_everything(seed, verbose=False)
     loss = build(method, beta=beta) if method else build("dpo")  # the initial model: only validated
@@ -133,7 +138,8 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
 
         lora["peft"] = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules="all-linear",
                                   task_type="CAUSAL_LM")
-    module = PreferenceModule(MODEL, loss=loss, gguf_file=GGUF, optimizer=optimizer, export_dir=None, **lora)
+    module = PreferenceModule(MODEL, loss=loss, gguf_file=GGUF, optimizer=optimizer, export_dir=None,
+                              group_pairs=group_pairs, **lora)
     data = PreferenceDataModule(tokenizer=MODEL, gguf_file=GGUF, train_files=str(pairs), batch_size=args.batch_size,
                                 val_fraction=_val_fraction(pairs, args.val_pairs), max_length=args.max_length,
                                 max_prompt_length=args.max_length - args.max_new_tokens - 1, seed=seed)
@@ -142,7 +148,8 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
         max_new_tokens=args.max_new_tokens, batch_size=args.eval_prompts, chat_template=True, seed=seed,
     )
     curves = CurveRecorder()
-    name = f"{method}_beta{beta}_seed{seed}" if method else f"initial_seed{seed}"
+    label = label or method
+    name = f"{label}_beta{beta}_seed{seed}" if method else f"initial_seed{seed}"
     trainer = Trainer(
         max_steps=args.steps, val_check_interval=args.eval_every, check_val_every_n_epoch=None, accelerator="cpu",
         num_sanity_val_steps=0, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
@@ -153,7 +160,7 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
         trainer.validate(module, data, verbose=False)
     else:
         trainer.fit(module, data)
-    record = {"method": method or "initial", "beta": beta, "seed": seed, "steps": args.steps if method else 0,
+    record = {"method": label or "initial", "beta": beta, "seed": seed, "steps": args.steps if method else 0,
               "evals": evaluation.history, "val": curves.val, "train": curves.train, **_elapsed(start),
               "config": {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}}
     print(f"{name}: " + ", ".join(f"step {e['step']}: reward {e['reward']:.3f} KL {e.get('kl', float('nan')):.2f}"

