@@ -25,6 +25,7 @@ from torch import Tensor
 
 MAIN = ""  # the plain prompt's name among a batch's prompt views
 PAIRS, RANKED = "pairs", "ranked"  # the shapes of data: PairBatch, GroupBatch (and of the records losses consume)
+RECORD_NAMES = {PAIRS: "pairs", RANKED: "ranked groups"}  # what the data's records are called in messages
 
 
 def split_pairs(rows: Tensor) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
 
-from lightpref.batch import RANKED
+from lightpref.batch import RANKED, RECORD_NAMES
 from lightpref.data import cache
 from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
@@ -230,11 +230,11 @@ class PreferenceDataModule(LightningDataModule):
             self.prepare_data()
         self.stats = cache.read_stats(directory)
         train, val = cache.read_split(directory, "train"), cache.read_split(directory, "val")
-        train_stats = self.stats["train"]
+        train_stats, records = self.stats["train"], RECORD_NAMES[self.shape]
         if train is None:
             raise ValueError(
-                f"no training pairs left: {train_stats['skipped_invalid']} invalid records skipped, "
-                f"{train_stats['dropped_by_truncation']} pairs dropped by truncation; check the data, or raise "
+                f"no training {records} left: {train_stats['skipped_invalid']} invalid records skipped, "
+                f"{train_stats['dropped_by_truncation']} {records} dropped by truncation; check the data, or raise "
                 "`max_length`"
             )
         source_counts = train_stats["sources"]
@@ -245,9 +245,9 @@ class PreferenceDataModule(LightningDataModule):
         if positions != range(len(train)):
             train = train.select(positions, keep_in_memory=True)
         self.train_dataset, self.val_dataset = train, val
-        log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True))
+        log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True), records=records)
         val_size = 0 if val is None else len(val)
-        rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation pairs; cache {directory}")
+        rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation {records}; cache {directory}")
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:

@@ -62,9 +62,11 @@ def training_positions(
     return [i for group in chosen for i in group], val_positions, [len(group) for group in chosen]
 
 
-def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | None, from_cache: bool = False) -> None:
+def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | None, from_cache: bool = False,
+               records: str = "pairs") -> None:
     """Log each split's skipped records and each source's counts (with its share of a mixture, if any);
-    ``from_cache``: the pairs were read from an earlier run's cache, not tokenised now."""
+    ``from_cache``: the records were read from an earlier run's cache, not tokenised now; ``records``: what they
+    are called (``"pairs"``, ``"ranked groups"``)."""
     done = "read from the cache" if from_cache else "tokenised"
     for split, counts in stats.items():
         if counts["skipped_invalid"]:
@@ -73,8 +75,8 @@ def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | No
             if source["pairs"] or source["dropped_by_truncation"] or source["skipped_invalid"]:
                 used = f" ({mixed[number]} in the mixture)" if split == "train" and mixed is not None else ""
                 rank_zero_info(
-                    f"lightpref data: {split} source {source['name']!r}: {source['pairs']} pairs {done}{used}, "
-                    f"{source['skipped_invalid']} invalid rows skipped, {source['dropped_by_truncation']} pairs "
+                    f"lightpref data: {split} source {source['name']!r}: {source['pairs']} {records} {done}{used}, "
+                    f"{source['skipped_invalid']} invalid rows skipped, {source['dropped_by_truncation']} {records} "
                     f"dropped by truncation, {source['prompts_truncated']} prompts and "
                     f"{source['completions_truncated']} completions truncated, {source['template_fallbacks']} "
                     f"chat-template fallbacks, {source['split_fallbacks']} tokenisation-split fallbacks"

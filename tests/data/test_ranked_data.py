@@ -2,6 +2,7 @@
 file and line, truncation and its counts, the cache, token budgets, streaming, and mixtures of shapes refused."""
 
 import json
+import logging
 from pathlib import Path
 
 import pyarrow as pa
@@ -95,6 +96,15 @@ def test_truncation_extends_to_k_completions_and_is_counted(tokenizer, tmp_path)
     assert stats["completions_truncated"] == 3 and stats["prompts_truncated"] == 3
     assert all(len(row["prompt_ids"]) + max(map(len, row["completion_ids"])) <= 8 for row in data.train_dataset)
     assert truncate_group([1, 2], [[3, 4, 5], [3, 4, 6]], [1, 1], 4, 2, None) == ([1, 2], [[3, 4], [3, 4]])  # a tie
+
+
+def test_the_counts_call_groups_groups(tokenizer, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        ready(tokenizer, tmp_path, val_fraction=0.2)
+    said = [record.getMessage() for record in caplog.records]
+    assert any(": 10 ranked groups tokenised, 0 invalid rows skipped, 0 ranked groups dropped" in line for line in said)
+    assert any("8 training and 2 validation ranked groups" in line for line in said)
+    assert not any("pairs" in line for line in said)
 
 
 def test_token_lengths_of_groups_count_the_prompt_once(tokenizer, tmp_path):
