@@ -45,7 +45,8 @@ NOT_SETTINGS = ("out", "figures", "plot_only", "threads", "estimate")
 # (Trainer, model, data), per training step at batch 4 and ~67 tokens (Sr-DPO/Sr-IPO score two more views), per
 # sampled and scored evaluation prompt and per sampled pair-building prompt at 32 new tokens, per validation pair.
 COST = {"run": 10.0, "step": 4.9, "step_self_refine": 7.2, "eval_prompt": 0.67, "build_prompt": 1.7, "val_pair": 0.46}
-CURVE_METRICS = ["logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "loss"]
+CURVE_METRICS = ["logps/chosen", "logps/rejected", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "loss",
+                 "self_refine/delta"]
 
 
 class CurveRecorder(Callback):
