@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--val-pairs", type=int, default=16, help="held-out pairs whose log-probs are tracked")
     add("--lora-rank", type=int, default=0, help="train a LoRA adapter of this rank instead of all weights (0: full "
         "fine-tuning; the sizing assumes full fine-tuning)")
+    add("--precompute-reference", action="store_true", help="compute the reference's log-probs of the data once and "
+        "reuse them in every run (the same values, no reference forward per step; the KL of evaluations still uses "
+        "the reference model)")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
     add("--estimate", action="store_true", help="print the expected duration of these settings and exit")
     add("--plot-only", action="store_true", help="only redraw the figures and table from results.jsonl")
@@ -140,7 +143,7 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
         lora["peft"] = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules="all-linear",
                                   task_type="CAUSAL_LM")
     module = PreferenceModule(MODEL, loss=loss, gguf_file=GGUF, optimizer=optimizer, export_dir=None,
-                              group_pairs=group_pairs, **lora)
+                              group_pairs=group_pairs, precompute_reference=args.precompute_reference, **lora)
     data = PreferenceDataModule(tokenizer=MODEL, gguf_file=GGUF, train_files=str(pairs), batch_size=args.batch_size,
                                 val_fraction=_val_fraction(pairs, args.val_pairs), max_length=args.max_length,
                                 max_prompt_length=args.max_length - args.max_new_tokens - 1, seed=seed)
