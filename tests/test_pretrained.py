@@ -7,7 +7,7 @@ import shutil
 import pytest
 from peft import LoraConfig
 
-from lightpref.pretrained import ModelSource
+from lightpref.models.pretrained import ModelSource
 from lightpref.testing import save_tiny_checkpoint
 
 
@@ -53,7 +53,7 @@ def test_a_gguf_conversion_says_what_it_is_doing_before_it_starts(tmp_path, monk
     """The first load of a GGUF file takes ~30 s before transformers shows a progress bar: one line says why."""
     from transformers import AutoModelForCausalLM
 
-    import lightpref.pretrained as pretrained
+    import lightpref.models.pretrained as pretrained
 
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
 
@@ -71,7 +71,7 @@ def test_a_gguf_file_rewritten_with_the_same_size_and_mtime_is_converted_anew(tm
     """The conversion cache is keyed by the file's bytes: the old key (path, size, mtime) reused a stale copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import lightpref.pretrained as pretrained
+    import lightpref.models.pretrained as pretrained
     from lightpref.testing import tiny_model, tiny_tokenizer
 
     monkeypatch.setenv("LIGHTPREF_CACHE", str(tmp_path / "cache"))

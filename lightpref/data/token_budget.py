@@ -1,8 +1,8 @@
 """Batches formed by a token budget instead of a fixed number of pairs.
 
-With the shared-prompt, padding-free forward (:mod:`lightpref.packing`) a batch costs about as much as its tokens,
-so a fixed token budget gives steps of even cost whatever the pairs' lengths: many short pairs or a few long ones.
-A pair's tokens are counted as that forward runs them, ``prompt + chosen + rejected`` (:func:`pair_tokens`).
+With the shared-prompt, padding-free forward (:mod:`lightpref.training.packing`) a batch costs about as much as its
+tokens, so a fixed token budget gives steps of even cost whatever the pairs' lengths: many short pairs or a few long
+ones. A pair's tokens are counted as that forward runs them, ``prompt + chosen + rejected`` (:func:`pair_tokens`).
 
 The batch sampler takes the pairs in the order of an index sampler (sequential, or seeded per epoch) and groups
 them greedily up to the budget. With several processes every process forms the same global batches and takes every

@@ -21,7 +21,7 @@ import torch
 from jsonargparse import Namespace
 
 from lightpref.io import atomic_write_text, fingerprint
-from lightpref.model_paths import check_model
+from lightpref.models.paths import check_model
 
 CONFIG_FILE = "config.json"
 RESUME_FREE_KEYS = {"config", "ckpt_path", "trainer"}  # may differ when a run is continued (e.g. more devices)
@@ -77,7 +77,7 @@ def model_arguments(section: Any, key: str) -> Iterator[tuple[str, str]]:
 
 def check_models(config: Namespace) -> None:
     """Each model the run loads is an existing model directory or a Hub name that can be loaded (see
-    :func:`~lightpref.model_paths.check_model`); a GGUF file is checked when the tokenizer is read from it."""
+    :func:`~lightpref.models.paths.check_model`); a GGUF file is checked when the tokenizer is read from it."""
     model = config.model
     if model.gguf_file is None:
         check_model(model.pretrained, "`model.pretrained`")

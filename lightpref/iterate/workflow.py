@@ -2,7 +2,7 @@
 
 Each round r = 1..R: sample K completions per prompt from the round's starting policy (the initial model, then the
 previous round's trained policy), score them with the reward, pair them with the pairing rule, and train one round
-of ``model.loss`` on those pairs with :class:`~lightpref.module.PreferenceModule` and
+of ``model.loss`` on those pairs with :class:`~lightpref.training.module.PreferenceModule` and
 :class:`~lightpref.data.PreferenceDataModule`, built from the config's ``model`` and ``data`` sections. After each
 round (and once for the initial model) the policy is sampled on held-out prompts: the mean reward and KL(π‖π_init)
 (and, with ``update_reference``, KL to the round's reference) go to TensorBoard under ``<out_dir>/rounds``.
@@ -44,10 +44,9 @@ from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from lightpref import trainer_cli
+from lightpref.commands import trainer_cli
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
-from lightpref.export import save_policy
 from lightpref.io import atomic_write_text
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.stages import (
@@ -60,8 +59,9 @@ from lightpref.iterate.stages import (
     write_jsonl,
 )
 from lightpref.iterate.start import check_command, check_models, check_resume
-from lightpref.module import PreferenceModule
-from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.models.export import save_policy
+from lightpref.models.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.training.module import PreferenceModule
 
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
                     "val_split", "records", "prompt_views"}

@@ -5,7 +5,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from lightpref.data import PreferenceDataModule
-from lightpref.module import PreferenceModule
+from lightpref.training.module import PreferenceModule
 
 PROMPTS = ["Human: hello", "The quick brown fox", "Human: How do I bake bread? Assistant:", "yes", "Paris is"]
 

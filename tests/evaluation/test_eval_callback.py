@@ -15,7 +15,7 @@ from torch.nn import functional
 from lightpref.cli import build_cli
 from lightpref.evaluation import CompletionLength, GenerationEvaluation, VaderSentiment
 from lightpref.losses import LossOutput, PreferenceLoss
-from lightpref.module import PreferenceModule
+from lightpref.training.module import PreferenceModule
 
 PROMPTS = [f"Human: question {index}? Assistant:" for index in range(6)]
 

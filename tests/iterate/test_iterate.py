@@ -13,7 +13,7 @@ from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.iterate import AllPairs, BestVsWorst
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.workflow import IterativeRun, build_parser, instantiate, run_iterate
-from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.models.pretrained import load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,7 +31,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from lightpref.batch import Sequences, pair_groups
-from lightpref.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
+from lightpref.training.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
 
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")  # take a custom 4D mask (a BlockMask for flex)
 PACKING_ONLY = ("flash_attention_2", "flash_attention_3")  # pack from position_ids, no custom mask
@@ -252,8 +252,8 @@ def packed_completion_logprobs(
     max_packed_length: int | None = None,
     groups: Tensor | None = None,
 ) -> TokenLogProbs:
-    """:func:`lightpref.forward.completion_logprobs` of an (N, T) batch whose rows share prompts by ``groups`` (a
-    pair batch when ``None``; see :func:`pack_batch`), with each group's prompt computed once (``shared_prompt``)
+    """:func:`lightpref.training.forward.completion_logprobs` of an (N, T) batch whose rows share prompts by ``groups``
+    (a pair batch when ``None``; see :func:`pack_batch`), with each group's prompt computed once (``shared_prompt``)
     and/or the batch packed into one row without padding (``pack``); the result is the same (N, T)
     :class:`TokenLogProbs`.
 

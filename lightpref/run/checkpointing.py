@@ -2,16 +2,16 @@
 
 - :class:`AtomicCheckpointIO` writes a checkpoint file next to its target under a hidden name, flushes it to disk
   and renames it into place, so a crash mid-save leaves the previous checkpoint, never a truncated one that looks
-  valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.strategies`.
+  valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.run.strategies`.
 - :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata (read without unpickling
-  anything but its own classes, :mod:`lightpref.safe_load`) and shard sizes, before anything is loaded, and raises
+  anything but its own classes, :mod:`lightpref.run.safe_load`) and shard sizes, before anything is loaded, and raises
   :class:`CorruptCheckpointError` naming the path and what to do. Checkpoints are then read with
-  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.safe_load.UnsafeCheckpointError`.
-- :class:`SafeCheckpoints` (added by :class:`~lightpref.module.PreferenceModule` unless the trainer has one)
+  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.run.safe_load.UnsafeCheckpointError`.
+- :class:`SafeCheckpoints` (added by :class:`~lightpref.training.module.PreferenceModule` unless the trainer has one)
   installs the IO above, saves every rank's random state in each checkpoint, and on SIGTERM — what a cluster
   scheduler sends before it kills a job — lets every rank finish the optimiser step in progress, saves
   ``last.ckpt``, prints the command that resumes and exits with status 0. It also records in each checkpoint what
-  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.resume`).
+  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.run.resume`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightpref.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
-from lightpref.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
-from lightpref.safe_load import CorruptCheckpointError as CorruptCheckpointError
-from lightpref.safe_load import refusal, unsafe, validate_checkpoint
+from lightpref.run.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
+from lightpref.run.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
+from lightpref.run.safe_load import CorruptCheckpointError as CorruptCheckpointError
+from lightpref.run.safe_load import refusal, unsafe, validate_checkpoint
 
 
 def staging_path(path: Path) -> Path:
@@ -173,9 +173,9 @@ class SafeCheckpoints(Callback):
     as SGDPO's sampling generator), which differ between ranks — while the model state holds rank 0's only; a run
     resumed on the same number of processes gets each rank's back, so it continues with the same draws.
 
-    Every checkpoint also records what the run trains (:func:`lightpref.resume.run_record`: the loss and its
+    Every checkpoint also records what the run trains (:func:`lightpref.run.resume.run_record`: the loss and its
     arguments, the model, the training data). Resuming a fit from it with any of them changed stops with
-    :class:`~lightpref.resume.ResumeMismatchError` naming what changed, unless that part is listed in
+    :class:`~lightpref.run.resume.ResumeMismatchError` naming what changed, unless that part is listed in
     ``allow_resume_changes``.
 
     Args:
@@ -218,7 +218,7 @@ class SafeCheckpoints(Callback):
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this only when a fit resumes, before it restores the loops: sharded checkpoints are checked
         here (files already were), and one written as an epoch ended continues with the next epoch."""
-        from lightpref.resume import continue_after_epoch_end
+        from lightpref.run.resume import continue_after_epoch_end
 
         self._check_resume(trainer.ckpt_path, checkpoint)
         continue_after_epoch_end(checkpoint)
@@ -312,7 +312,7 @@ class SameCheckpointEverywhere(Callback):
 def run_safety_callbacks(trainer: Trainer | None, on_nonfinite: str) -> list[Callback]:
     """A training module's ``configure_callbacks``: the non-finite guard and atomic/SIGTERM checkpoints, unless the
     trainer was given its own."""
-    from lightpref.guards import NonFiniteGuard
+    from lightpref.run.guards import NonFiniteGuard
 
     present = {type(callback) for callback in trainer.callbacks} if trainer is not None else set()
     return [callback for callback in (NonFiniteGuard(on_nonfinite), SafeCheckpoints()) if type(callback) not in present]

@@ -6,7 +6,7 @@ What it adds to Lightning's own CLI:
   --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}``;
 - help that reads cleanly: lightpref's model and data options first, Lightning's trainer options by their first
   sentence, no markup, a short usage line;
-- the run callbacks of :mod:`lightpref.run_callbacks` (a final checkpoint, first/last-step logging, the learning
+- the run callbacks of :mod:`lightpref.run.callbacks` (a final checkpoint, first/last-step logging, the learning
   rate, validation at step 0) unless the config brings its own of the same kind;
 - no third-party adverts or warnings about what lightpref does on purpose (see :func:`quiet_known_noise`).
 
@@ -29,16 +29,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.losses import PreferenceLoss
 from lightpref.losses.registry import loaded_class_path, registered_names
-from lightpref.module import PreferenceModule
-from lightpref.resume import CheckpointPathCLI
-from lightpref.run_callbacks import with_run_callbacks
-from lightpref.run_directory import RunDirectories
-from lightpref.run_summary import DiskReport, RunModelSummary
-from lightpref.strategies import register_strategies
-from lightpref.usage_errors import PreferenceArgumentParser
+from lightpref.run.callbacks import with_run_callbacks
+from lightpref.run.directory import RunDirectories
+from lightpref.run.resume import CheckpointPathCLI
+from lightpref.run.strategies import register_strategies
+from lightpref.run.summary import DiskReport, RunModelSummary
+from lightpref.training.module import PreferenceModule
 
 DESCRIPTIONS = {
     "fit": "Train a policy. Options are config keys; a value on the command line overrides the config's.",
@@ -50,7 +50,7 @@ USAGES = {"iterate": "usage: lightpref iterate --config FILE.yaml [--ckpt_path l
 GROUP_TITLES = {
     "iterate": "--iterate.*  what each round samples, how it is scored and paired, what is held out "
                "(lightpref.iterate.settings.Iteration)",
-    "model": "--model.*  the policy, its reference and the loss (lightpref.module.PreferenceModule)",
+    "model": "--model.*  the policy, its reference and the loss (lightpref.training.module.PreferenceModule)",
     "data": "--data.*  the preference data (lightpref.data.PreferenceDataModule)",
     "trainer": "--trainer.*  Lightning's Trainer (first sentence of each; details in the Lightning Trainer docs)",
 }
@@ -214,7 +214,7 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
 
     def before_fit(self) -> None:
         """``--ckpt_path last`` resolved first (this run holds no directory yet), then the run claims its own
-        ``version_N`` and holds its checkpoint directories (:mod:`lightpref.run_directory`)."""
+        ``version_N`` and holds its checkpoint directories (:mod:`lightpref.run.directory`)."""
         super().before_fit()
         claiming = self.trainer.global_rank == 0  # the other processes of a run use the directory it claims
         self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
@@ -252,10 +252,10 @@ def quiet_known_noise() -> None:
     - Lightning's "💡 Tip" adverts for its cloud products, and its note that lightpref's own model summary
       replaces its default one;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
-      (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
+      (:class:`~lightpref.run.callbacks.PolicyTrainMode` checks that no *policy* module is);
     - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
     - "The number of training batches is smaller than the logging interval": the first and last steps are logged
-      anyway (:class:`~lightpref.run_callbacks.LogFirstAndLastStep`);
+      anyway (:class:`~lightpref.run.callbacks.LogFirstAndLastStep`);
     - Lightning's own use of torch's deprecated ``LeafSpec`` and of jsonargparse's deprecated calls;
       transformers' deprecation of ``is_gradient_checkpointing``, which peft reads; peft's ``loftq_config``
       warning, raised because the config parser fills every LoraConfig field with its default.

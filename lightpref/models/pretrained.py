@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lightpref.io import cache_root, file_sha256, fingerprint
-from lightpref.model_paths import check_local_path, hub_errors
+from lightpref.models.paths import check_local_path, hub_errors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -280,7 +280,7 @@ class ModelSource:
         if with_adapter and self.has_adapter:
             from peft import get_peft_config
 
-            from lightpref.adapters import attach_adapter
+            from lightpref.models.adapters import attach_adapter
 
             config = get_peft_config(dict(self.peft)) if self.peft is not None else None
             model = attach_adapter(model, config, self.adapter)

@@ -65,15 +65,15 @@ def _candidates(directories: Iterable[Path]) -> list[Path]:
 
 
 def newest_checkpoint(trainer: Any, record: Mapping[str, Any] | None = None, allowed: Iterable[str] = ()) -> Path:
-    """The newest checkpoint of the run that passes :func:`~lightpref.safe_load.validate_checkpoint` and records
+    """The newest checkpoint of the run that passes :func:`~lightpref.run.safe_load.validate_checkpoint` and records
     the same :func:`run_record` as ``record`` (but for the ``allowed`` parts). Skipped with a message: damaged ones,
-    those of a run that is still running (:mod:`lightpref.run_directory`), and those another run trained on the same
+    those of a run that is still running (:mod:`lightpref.run.directory`), and those another run trained on the same
     root; when only those are found, the newest one's :class:`ResumeMismatchError`. Raises
     :class:`NoCheckpointError` when there is none."""
     from lightning.pytorch.utilities import rank_zero_info
 
-    from lightpref.run_directory import held_by_another_run
-    from lightpref.safe_load import CorruptCheckpointError, UnsafeCheckpointError, validate_checkpoint
+    from lightpref.run.directory import held_by_another_run
+    from lightpref.run.safe_load import CorruptCheckpointError, UnsafeCheckpointError, validate_checkpoint
 
     directories, other_run = checkpoint_directories(trainer), None
     for path in _candidates(directories):
@@ -249,7 +249,7 @@ def check_resume(path: Any, saved: Mapping[str, Any] | None, current: Mapping[st
             f"the checkpoint {path} was trained with another {names} than this run ({'; '.join(changes)}). "
             "Resuming would continue it silently with something else: resume with the configuration it was "
             "trained with, start a new run without `--ckpt_path`, or allow the change explicitly with "
-            "`--trainer.callbacks+=lightpref.checkpointing.SafeCheckpoints "
+            "`--trainer.callbacks+=lightpref.run.checkpointing.SafeCheckpoints "
             f"--trainer.callbacks.allow_resume_changes=[{names}]`"
         )
 
@@ -267,7 +267,7 @@ class CheckpointPathCLI:
     """
 
     def _parse_ckpt_path(self) -> None:  # replaces LightningCLI's (see the class docstring)
-        from lightpref.safe_load import validate_checkpoint
+        from lightpref.run.safe_load import validate_checkpoint
 
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -277,7 +277,7 @@ class CheckpointPathCLI:
     def _resolve_last(self) -> None:
         from lightning.pytorch.utilities import rank_zero_info
 
-        from lightpref.checkpointing import SafeCheckpoints
+        from lightpref.run.checkpointing import SafeCheckpoints
 
         config = self.config_init[self.subcommand]
         option, missing = config.get("ckpt_path"), None
@@ -297,7 +297,7 @@ class CheckpointPathCLI:
                 config["ckpt_path"] = None
                 rank_zero_info("lightpref: `--ckpt_path auto`: no checkpoint of this run yet, starting at step 0")
         if option in ("last", "auto"):  # each process resolved it alone: check they agree before anything loads
-            from lightpref.checkpointing import SameCheckpointEverywhere
+            from lightpref.run.checkpointing import SameCheckpointEverywhere
 
             self.trainer.callbacks.append(SameCheckpointEverywhere(option, config["ckpt_path"], missing))
 
