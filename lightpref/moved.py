@@ -49,6 +49,7 @@ MOVED = {
     "lightpref.export": "lightpref.models.export",
     "lightpref.trainer_cli": "lightpref.commands.trainer_cli",
     "lightpref.usage_errors": "lightpref.commands.usage_errors",
+    "lightpref.iterate.pairing": "lightpref.evaluation.pairing",
 }
 """Each old module path and the path it moved to."""
 

@@ -6,8 +6,9 @@ import importlib
 import pytest
 
 MODULES = ["lightpref.data.groups", "lightpref.data.ranked", "lightpref.training.group_pairs",
-           "lightpref.training.records", "lightpref.losses.shapes", "lightpref.iterate.pairing", "lightpref.batch",
-           "lightpref.training.packing", "lightpref.data.token_budget"]
+           "lightpref.training.records", "lightpref.losses.shapes", "lightpref.evaluation.pairing", "lightpref.batch",
+           "lightpref.training.packed_layout",
+           "lightpref.data.token_budget"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -35,7 +35,7 @@ from lightpref.losses import PreferenceLoss
 from lightpref.losses.registry import loaded_class_path, registered_names
 from lightpref.run.callbacks import with_run_callbacks
 from lightpref.run.directory import RunDirectories
-from lightpref.run.resume import CheckpointPathCLI
+from lightpref.run.last import CheckpointPathCLI
 from lightpref.run.strategies import register_strategies
 from lightpref.run.summary import DiskReport, RunModelSummary
 from lightpref.training.module import PreferenceModule

@@ -25,9 +25,9 @@ from transformers import PreTrainedTokenizerBase
 
 from lightpref.evaluation.build_dataset import make_pairs
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
+from lightpref.evaluation.pairing import PairingRule, WholeGroup
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.io import atomic_write_text
-from lightpref.iterate.pairing import PairingRule, WholeGroup
 
 FAULT_ENV = "LIGHTPREF_ITERATE_FAULT"
 

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the rest is imported where used: `lightpref export --help` needs neither Lightning nor peft
     from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
     from lightpref.models.pretrained import ModelSource
 
 CHECKPOINT_KEY = "lightpref"
 
 
-def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool = True,
+def save_policy(policy: nn.Module, directory: Path, tokenizer: PreTrainedTokenizerBase, merge: bool = True,
                 source: ModelSource | None = None) -> None:
     """Write ``policy`` and ``tokenizer`` to ``directory``; a peft policy is merged (on a copy) unless not asked.
 

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightpref.run.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
+from lightpref.run.resume import PARTS, RECORD_KEY, check_resume, resume_command, run_record
 from lightpref.run.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
 from lightpref.run.safe_load import CorruptCheckpointError as CorruptCheckpointError
 from lightpref.run.safe_load import refusal, unsafe, validate_checkpoint
@@ -274,39 +274,6 @@ class SafeCheckpoints(Callback):
         rank_zero_info(f"SIGTERM: saved {path} after step {trainer.global_step}; continue the run with\n"
                        f"  {resume_command(path)}")
         raise SIGTERMException  # a SystemExit with status 0; Lightning tears the run down cleanly
-
-
-class SameCheckpointEverywhere(Callback):
-    """Stops a multi-process run whose processes resolved ``--ckpt_path last``/``auto`` to different checkpoints.
-
-    Every process resolves the option on its own, before the processes can talk; on one filesystem that every
-    process sees, with nothing writing to it, they agree. This checks it once they can (the ``setup`` hook runs
-    after the process group starts and before any checkpoint is loaded), so a run never continues with some
-    processes on one checkpoint and some on another, or some resuming while others start afresh. Every process
-    stops together.
-    """
-
-    def __init__(self, option: str, path: str | None, missing: str | None = None) -> None:
-        self.option, self.path, self.missing = option, path, missing  # missing: why `last` found nothing here
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size <= 1:
-            return
-        first = trainer.strategy.broadcast(self.path, src=0)
-        differs_here = first != self.path
-        if trainer.strategy.reduce_boolean_decision(differs_here, all=False):  # on every process: they stop together
-            rank = trainer.global_rank
-            if differs_here:
-                found = f"process 0: {first or 'none'}; process {rank}: {self.path or 'none'}"
-            else:
-                found = f"process {rank}{'' if rank == 0 else ' and process 0'}: {first or 'none'}; another: another"
-            raise ValueError(
-                f"`--ckpt_path {self.option}`: the processes found different checkpoints to resume from ({found}); "
-                "the run's checkpoint directory must be on a filesystem every process sees, with nothing writing "
-                "to it as the run starts; or name the file with `--ckpt_path PATH`"
-            )
-        if self.missing is not None:  # `last`, and no process found a checkpoint
-            raise NoCheckpointError(self.missing)
 
 
 def run_safety_callbacks(trainer: Trainer | None, on_nonfinite: str) -> list[Callback]:

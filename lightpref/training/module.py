@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from peft import PeftConfig
 from torch import Tensor, nn
 
@@ -19,11 +17,12 @@ from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
 from lightpref.losses.shapes import check_data_shape
-from lightpref.models.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
+from lightpref.models.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry
 from lightpref.models.pretrained import ModelSource
 from lightpref.run.checkpointing import run_safety_callbacks
 from lightpref.run.guards import ACTIONS, check_optimizer
-from lightpref.run.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.run.sharding import is_sharded, shard_models
+from lightpref.training.export_at_end import ExportAtEnd
 from lightpref.training.forward import TokenLogProbs
 from lightpref.training.group_pairs import AllPairs, GroupPairs
 from lightpref.training.metrics import batch_metrics, log_metrics
@@ -36,7 +35,7 @@ from lightpref.views import PromptView
 DEFAULT_LR = 5e-7
 
 
-class PreferenceModule(LightningModule):
+class PreferenceModule(ExportAtEnd, LightningModule):
     """Preference optimisation of a causal LM against a frozen reference copy of it.
 
     The models are built in :meth:`configure_model`, so strategies that shard (FSDP) can build them shard by shard.
@@ -290,37 +289,6 @@ class PreferenceModule(LightningModule):
         """State-dict keys of the policy's frozen parameters (a LoRA policy's base weights): checkpoints leave them
         out, since :attr:`source` supplies them whenever the policy is built (and the run record pins its content)."""
         return frozen_entries(self.policy, "policy.") if self.policy is not None else frozenset()
-
-    def export_directory(self) -> Path | None:
-        """Where ``fit`` saves the trained policy (``export_dir`` under the run's log directory), or ``None``."""
-        if self.export_dir is None:
-            return None
-        directory = Path(self.export_dir)
-        if not directory.is_absolute():  # `trainer.log_dir` is collective under DDP/FSDP: read it on every rank
-            directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / directory
-        return directory
-
-    def setup(self, stage: str) -> None:
-        """Before a fit loads any model: refuse an export directory that would overwrite files (unless allowed)."""
-        directory = self.export_directory() if stage == "fit" else None
-        if directory is not None:
-            refuse_to_overwrite(directory, self.export_overwrite, "`model.export_dir`:",
-                                "set `model.export_overwrite: true`")
-
-    def on_train_end(self) -> None:
-        directory = self.export_directory()
-        if directory is None:
-            return
-        policy = self.policy
-        if is_sharded(self):  # FSDP: every rank sends its shards; rank 0 gets an unsharded copy to save
-            policy = unsharded_copy(self.trainer.strategy.model, "policy.", self.source.load_model)
-        if not self.trainer.is_global_zero:
-            return
-        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
-        if tokenizer is None:
-            tokenizer = self.source.load_tokenizer()
-        save_policy(policy, directory, tokenizer, source=self.source)
-        rank_zero_info(f"Saved the trained policy and tokenizer in Hugging Face format to {directory}")
 
 
 def _rebuilt_from_source(key: str, frozen_policy_keys: frozenset[str]) -> bool:

@@ -7,7 +7,8 @@ from scaling_probe import fit_tiny
 
 from lightpref.cli import build_cli, main
 from lightpref.losses.ipo import IPO
-from lightpref.run.checkpointing import SafeCheckpoints, SameCheckpointEverywhere
+from lightpref.run.checkpointing import SafeCheckpoints
+from lightpref.run.last import SameCheckpointEverywhere
 from lightpref.run.resume import NoCheckpointError, ResumeMismatchError, resume_command
 from lightpref.testing import save_tiny_checkpoint
 
