@@ -75,12 +75,15 @@ def test_two_dpo_rounds_sample_on_policy(iterate_config, tiny_checkpoint):
                                       num_samples=3).texts
     assert chunk["texts"] == from_round_1 and chunk["texts"] != from_initial
     for round_ in (1, 2):
-        pairs = read_pairs(out / "round_1" / "pairs.jsonl")
+        pairs = read_pairs(out / f"round_{round_}" / "pairs.jsonl")
         assert pairs and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
         assert all(p["prompt"][0]["role"] == "user" for p in pairs)  # the tokenizer's chat template: chat records
         scores = json.loads((out / f"round_{round_}" / "samples" / "chunk_00000.scores.json").read_text())["rewards"]
         samples = json.loads((out / f"round_{round_}" / "samples" / "chunk_00000.samples.json").read_text())
         assert scores == [float(len(text)) for text in samples["texts"]]  # CompletionLength(unit="chars")
+        chunks = sorted((out / f"round_{round_}" / "samples").glob("chunk_*.samples.json"))
+        texts = {text.strip() for chunk in chunks for text in json.loads(chunk.read_text())["texts"]}
+        assert all(p["chosen"][-1]["content"] in texts and p["rejected"][-1]["content"] in texts for p in pairs)
     # the policy trained and every round's checkpoint was dropped once its policy was saved
     initial, final = load_file(tiny_checkpoint / "model.safetensors"), load_file(out / "round_2" / "policy" /
                                                                                "model.safetensors")
