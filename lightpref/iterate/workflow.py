@@ -40,11 +40,11 @@ import torch
 from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from lightpref.commands import trainer_cli
+from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
 from lightpref.io import atomic_write_text
@@ -68,11 +68,11 @@ DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_d
 TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpointing"}
 
 
-def build_parser() -> LightningArgumentParser:
-    """The parser of ``lightpref iterate``: loss names take arguments, and help reads, as for ``lightpref fit``."""
-    trainer_cli.resolve_registered_loss_names()  # else `loss: dpo` stays a bare name here, a class path in fit
-    parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
-                                     formatter_class=trainer_cli.HelpFormatter)
+def build_parser() -> PreferenceArgumentParser:
+    """The parser of ``lightpref iterate``, of ``lightpref fit``'s class: loss names take arguments, a mistyped
+    option is one line naming the nearest ones, and help reads as fit's."""
+    parser = PreferenceArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
+                                      formatter_class=trainer_cli.HelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="`last`: continue the run stopped in iterate.out_dir where it stopped")
@@ -85,7 +85,7 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
-def add_section(parser: LightningArgumentParser, name: str) -> None:
+def add_section(parser: PreferenceArgumentParser, name: str) -> None:
     """The ``iterate`` (:class:`Iteration`) or ``model`` (:class:`PreferenceModule`) section of the config."""
     if name == "iterate":
         parser.add_class_arguments(Iteration, "iterate", sub_configs=True)
@@ -95,7 +95,7 @@ def add_section(parser: LightningArgumentParser, name: str) -> None:
 
 def instantiate(name: str, section: Namespace) -> Any:
     """The object of one config section, built afresh (each round gets its own module, loss and optimiser)."""
-    parser = LightningArgumentParser(env_prefix="")
+    parser = PreferenceArgumentParser(env_prefix="")
     add_section(parser, name)
     return getattr(parser.instantiate(Namespace(**{name: section})), name)
 

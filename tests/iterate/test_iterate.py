@@ -48,6 +48,19 @@ def test_a_loss_name_takes_arguments_as_in_fit():
     assert type(loss).__name__ == "SrDPO" and loss.beta == 0.3
 
 
+def test_a_mistyped_option_is_one_line_naming_the_nearest(iterate_config, capsys):
+    """iterate's parser is fit's kind: a mistyped key is lightpref's one-line usage error, as for `lightpref fit`."""
+    from lightpref.cli import main
+
+    config, _ = iterate_config()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["iterate", "--config", str(config), "--data.bath_size", "3"])
+    output = capsys.readouterr()
+    assert exit_info.value.code == 2 and "Traceback" not in output.err
+    assert output.err.strip().splitlines()[-1] == (
+        "error: unknown option `data.bath_size` (did you mean `data.batch_size` or `data.val_batch_size`?)")
+
+
 def test_round_prompts_wrap_around():
     from lightpref.evaluation import CompletionLength
 
