@@ -116,7 +116,7 @@ def differing(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> 
     return changed
 
 
-def check_resume(out: Path, settings: dict[str, Any], resume: bool) -> None:
+def check_out_dir(out: Path, settings: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs: a fresh run needs an ``out_dir`` without results; a resumed one the same settings (all but
     :data:`RESUME_FREE_KEYS` and :data:`RESUME_FREE_DATA_KEYS`). Writes ``config.json`` for a run that starts."""
     saved = out / CONFIG_FILE

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile, Namespace
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -50,6 +50,7 @@ from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, s
 from lightpref.io import atomic_write_text
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.stages import (
+    FaultHook,
     barrier,
     chunks_of,
     collect_pairs,
@@ -58,9 +59,10 @@ from lightpref.iterate.stages import (
     sample_and_score,
     write_jsonl,
 )
-from lightpref.iterate.start import check_command, check_models, check_resume
+from lightpref.iterate.start import check_command, check_models, check_out_dir
 from lightpref.models.export import save_policy
 from lightpref.models.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.run.checkpointing import remove_path, replace_atomically, staging_path
 from lightpref.training.module import PreferenceModule
 
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
@@ -98,16 +100,6 @@ def instantiate(name: str, section: Namespace) -> Any:
     parser = PreferenceArgumentParser(env_prefix="")
     add_section(parser, name)
     return getattr(parser.instantiate(Namespace(**{name: section})), name)
-
-
-class FaultHook(Callback):
-    """Calls :func:`~lightpref.iterate.stages.fault_point` after every training step (the resume tests' hook)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
-        fault_point(f"{self.prefix}:step:{trainer.global_step}")
 
 
 class IterativeRun:
@@ -229,10 +221,10 @@ class IterativeRun:
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         fault_point(f"round{round_}:trained")
         if trainer.is_global_zero:
-            staging = directory / "policy.partial"
-            shutil.rmtree(staging, ignore_errors=True)
+            staging = staging_path(directory / "policy")  # written aside, then renamed into place as checkpoints are
+            remove_path(staging)
             save_policy(module.policy, staging, self.tokenizer)
-            os.replace(staging, directory / "policy")
+            replace_atomically(staging, directory / "policy")
             if not self.iteration.keep_checkpoints:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # the saved policy supersedes them
         barrier()
@@ -292,7 +284,7 @@ def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
     if rank_and_world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
         settings = json.loads(parser.dump(config, format="json", skip_validation=True))
-        check_resume(out, settings, config.ckpt_path == "last")
+        check_out_dir(out, settings, config.ckpt_path == "last")
     barrier()
     return run.run()
 
