@@ -20,7 +20,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 MOVED = {
@@ -53,6 +53,14 @@ MOVED = {
 }
 """Each old module path and the path it moved to."""
 
+MOVED_NAMES = {
+    "lightpref.run.checkpointing": {"SameCheckpointEverywhere": "lightpref.run.last"},
+    "lightpref.run.resume": {name: "lightpref.run.last" for name in (
+        "CheckpointPathCLI", "SPECIAL_PATHS", "checkpoint_directories", "newest_checkpoint", "saved_record")},
+    "lightpref.commands.trainer_cli": {"resolve_registered_loss_names": "lightpref.commands.loss_names"},
+}
+"""Names that left a moved module for another one: reached through the old module path, they still resolve."""
+
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old path of :data:`MOVED` and loads it as the module at its new path."""
@@ -67,10 +75,27 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = MOVED[spec.name]
         warnings.warn(f"{spec.name} moved to {new}; import it from there (the old path will be removed)",
                       DeprecationWarning, stacklevel=2)
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        if new in MOVED_NAMES and "__getattr__" not in vars(module):
+            module.__getattr__ = _forwarder(new)  # type: ignore[attr-defined]  # PEP 562: names not found here
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
         """Nothing to run: the module at the new path has already been imported."""
+
+
+def _forwarder(module_name: str) -> Callable[[str], object]:
+    """A module ``__getattr__`` that finds the names :data:`MOVED_NAMES` lists for ``module_name`` where they went."""
+
+    def forward(name: str) -> object:
+        target = MOVED_NAMES[module_name].get(name)
+        if target is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        warnings.warn(f"{module_name}.{name} moved to {target}.{name}; import it from there", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(target), name)
+
+    return forward
 
 
 def install() -> None:

@@ -75,3 +75,19 @@ def test_a_config_written_with_the_old_class_paths_still_builds_its_run(tiny_che
     optimizer = cli.model.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
     scheduler = cli.model.scheduler_factory(optimizer)
     assert type(scheduler) is WarmupCosineLR and scheduler.warmup_steps == 2
+
+
+def test_a_name_that_left_its_old_module_is_found_where_it_went() -> None:
+    from lightpref.run.last import SameCheckpointEverywhere, newest_checkpoint
+
+    sys.modules.pop("lightpref.checkpointing", None)
+    sys.modules.pop("lightpref.resume", None)
+    with pytest.warns(DeprecationWarning, match="lightpref.run.checkpointing.SameCheckpointEverywhere moved to "
+                                                "lightpref.run.last.SameCheckpointEverywhere"):
+        from lightpref.checkpointing import SameCheckpointEverywhere as old
+    assert old is SameCheckpointEverywhere
+    with pytest.warns(DeprecationWarning, match="lightpref.run.last.newest_checkpoint"):
+        from lightpref.resume import newest_checkpoint as old_newest
+    assert old_newest is newest_checkpoint
+    with pytest.raises(ImportError):
+        from lightpref.checkpointing import NoSuchName  # noqa: F401
