@@ -129,7 +129,7 @@ def cpu_seconds() -> float:
 
 
 def load_tokenizer() -> Any:
-    from lightpref.pretrained import load_tokenizer
+    from lightpref.models.pretrained import load_tokenizer
 
     return load_tokenizer(GGUF[0], GGUF[1], False)
 

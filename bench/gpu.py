@@ -121,7 +121,7 @@ def run_lightpref(spec: dict[str, Any], variant: Variant) -> dict[str, Any]:
     from lightpref.data import PreferenceDataModule, pair_to_row
     from lightpref.data.tokenize import TokenizedPair
     from lightpref.losses.dpo import DPO
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     options = dict(variant.options)
     peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear") if options.pop(
@@ -204,7 +204,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[dict[str, workloads.W
 
         tokenizer = tiny_tokenizer()
     else:
-        from lightpref.pretrained import load_tokenizer
+        from lightpref.models.pretrained import load_tokenizer
 
         if args.tokenizer.is_dir():
             tokenizer = load_tokenizer(str(args.tokenizer))

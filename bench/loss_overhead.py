@@ -20,7 +20,7 @@ import torch
 
 from lightpref.data import PreferenceDataModule
 from lightpref.losses import build
-from lightpref.module import PreferenceModule
+from lightpref.training.module import PreferenceModule
 
 HH_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf-harmless-sample.jsonl"
 LOSSES = ["dpo", "sgdpo", "sr_dpo", "sr_ipo", "minor_dpo"]

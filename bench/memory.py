@@ -34,7 +34,7 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": ["q_pr
 def fitting_pairs(count: int, max_length: int) -> list[dict[str, str]]:
     """The first ``count`` HH-RLHF pairs whose prompt + longer completion (+ EOS) fit in ``max_length`` tokens."""
     from lightpref.data.formats import normalise_record
-    from lightpref.pretrained import load_tokenizer
+    from lightpref.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(*GGUF)
     pairs = []
@@ -58,7 +58,7 @@ def run_lightpref(pairs: list[dict], args: argparse.Namespace, lora: bool, preco
     from peft import LoraConfig
 
     from lightpref.data import PreferenceDataModule
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     module = PreferenceModule(
         GGUF[0], gguf_file=GGUF[1], optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
@@ -82,7 +82,7 @@ def run_trl(pairs: list[dict], args: argparse.Namespace, lora: bool, precompute:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
-    from lightpref.pretrained import converted_gguf, load_tokenizer
+    from lightpref.models.pretrained import converted_gguf, load_tokenizer
 
     directory = converted_gguf(*GGUF)
     losses: list[float] = []

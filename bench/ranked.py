@@ -115,7 +115,7 @@ def child(side: str, args: argparse.Namespace) -> None:
     if side == "trl":
         from transformers import AutoModelForCausalLM
 
-        from lightpref.pretrained import converted_gguf, load_tokenizer
+        from lightpref.models.pretrained import converted_gguf, load_tokenizer
 
         load = {"dtype": torch.float32, "attn_implementation": "sdpa"}
         policy, reference = (AutoModelForCausalLM.from_pretrained(converted_gguf(*GGUF), **load) for _ in range(2))
@@ -123,8 +123,8 @@ def child(side: str, args: argparse.Namespace) -> None:
                                 steps=args.warmup + args.steps, batch_size=6 * args.groups_per_batch,
                                 max_length=args.max_length, lr=args.lr)
     else:
-        from lightpref.module import PreferenceModule
-        from lightpref.pretrained import load_tokenizer
+        from lightpref.models.pretrained import load_tokenizer
+        from lightpref.training.module import PreferenceModule
 
         module = PreferenceModule(GGUF[0], gguf_file=GGUF[1], loss="dpo", dtype="float32", attn_implementation="sdpa",
                                   export_dir=None,

@@ -64,7 +64,7 @@ def initial_model() -> Any:
     """SmolLM2 with a new score head, the same on both sides."""
     import torch
 
-    from lightpref.pretrained import ModelSource
+    from lightpref.models.pretrained import ModelSource
     from lightpref.reward.model import load_reward_model
 
     torch.manual_seed(0)
@@ -108,7 +108,7 @@ def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[
     from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from lightpref.pretrained import load_tokenizer
+    from lightpref.models.pretrained import load_tokenizer
 
     class PretokenizedRewardTrainer(RewardTrainer):
         """TRL 1.16 re-tokenises every dataset; ours is already tokenised, in order."""

@@ -68,7 +68,7 @@ def workload(args: argparse.Namespace) -> list[dict[str, list[int]]]:
 def run_lightpref(args: argparse.Namespace, record: dict[str, list], plain: bool) -> Any:
     import torch
 
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     module = PreferenceModule(
         GGUF[0], gguf_file=GGUF[1], loss="dpo", dtype="float32", attn_implementation="sdpa", export_dir=None,
@@ -82,7 +82,7 @@ def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[
     import torch
     from transformers import AutoModelForCausalLM
 
-    from lightpref.pretrained import converted_gguf, load_tokenizer
+    from lightpref.models.pretrained import converted_gguf, load_tokenizer
 
     directory = converted_gguf(*GGUF)
     load = {"dtype": torch.float32, "attn_implementation": "sdpa"}

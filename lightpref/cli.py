@@ -35,7 +35,7 @@ TRAINER_COMMANDS = {
 OWN_COMMANDS = {
     "losses": ("lightpref.cli:list_losses", "list the registered losses: name, reference needed, distribution, "
                                             "summary"),
-    "export": ("lightpref.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging "
+    "export": ("lightpref.models.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging "
                                         "Face model directory"),
     "build-dataset": ("lightpref.evaluation.build_dataset:main", "--output FILE.jsonl [--reward …]: sample, score "
                                                                  "and pair completions into preference data"),
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_cli(args: Sequence[str] | None, run: bool = True) -> LightningCLI:
     """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates."""
-    from lightpref.trainer_cli import build_cli as build
+    from lightpref.commands.trainer_cli import build_cli as build
 
     return build(args, run=run)
 

@@ -23,7 +23,7 @@ def fit_reward(checkpoint, pairs, root, *, steps=6, batch_size=4, peft=None, ckp
 
     from lightpref.data import PreferenceDataModule
     from lightpref.reward.module import RewardModule
-    from lightpref.schedules import WarmupCosineLR
+    from lightpref.training.schedules import WarmupCosineLR
 
     seed_everything(0, verbose=False)
     module = RewardModule(str(checkpoint), peft=peft, export_dir=export_dir,

@@ -262,7 +262,7 @@ def test_a_jsonargparse_without_the_functions_lightpref_wraps_is_named(monkeypat
     """Loss names resolve through private jsonargparse functions; a release without them is one clear error."""
     from jsonargparse import _typehints
 
-    from lightpref.trainer_cli import resolve_registered_loss_names
+    from lightpref.commands.loss_names import resolve_registered_loss_names
 
     monkeypatch.delattr(_typehints, "discard_init_args_on_class_path_change")
     with pytest.raises(RuntimeError, match=r"lacks discard_init_args_on_class_path_change.*>=4.32,<5"):

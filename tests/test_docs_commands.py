@@ -80,7 +80,7 @@ def short_run(tiny_checkpoint, pairs_file, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def reward_export(tiny_checkpoint, tmp_path_factory) -> Path:
     """A reward model exported as `lightpref reward fit` exports one (the tiny model with a new score head)."""
-    from lightpref.pretrained import ModelSource, load_tokenizer
+    from lightpref.models.pretrained import ModelSource, load_tokenizer
     from lightpref.reward.export import save_reward_model
     from lightpref.reward.model import load_reward_model
 
@@ -169,8 +169,8 @@ def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeyp
 
 def run_reward_command(arguments: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`lightpref reward fit|validate|test` parsed and instantiated with the reward module; `losses` runs."""
+    from lightpref.commands.trainer_cli import build_cli as build_trainer_cli
     from lightpref.reward.module import RewardModule
-    from lightpref.trainer_cli import build_cli as build_trainer_cli
 
     if arguments[0] == "losses":
         assert main(["reward", "losses"]) == 0 and "bradley_terry" in capsys.readouterr().out
@@ -217,8 +217,8 @@ def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snipp
         assert config.iterate.reward is not None
         return
     if source.name == "reward_models.md":  # a reward-model snippet: parsed on top of the shipped reward config
+        from lightpref.commands.trainer_cli import build_cli as build_trainer_cli
         from lightpref.reward.module import RewardModule
-        from lightpref.trainer_cli import build_cli as build_trainer_cli
 
         monkeypatch.chdir(REPO)
         (tmp_path / "snippet.yaml").write_text(snippet)

@@ -9,9 +9,9 @@ import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
-from lightpref.checkpointing import CorruptCheckpointError
-from lightpref.export import CHECKPOINT_KEY, export_checkpoint, main, save_policy
-from lightpref.pretrained import ModelSource
+from lightpref.models.export import CHECKPOINT_KEY, export_checkpoint, main, save_policy
+from lightpref.models.pretrained import ModelSource
+from lightpref.run.checkpointing import CorruptCheckpointError
 from lightpref.testing import tiny_tokenizer
 
 

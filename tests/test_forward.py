@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lightpref.forward import completion_logprobs
 from lightpref.testing import tiny_model
+from lightpref.training.forward import completion_logprobs
 
 
 def direct(model, input_ids, attention_mask, completion_mask):

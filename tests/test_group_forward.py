@@ -6,12 +6,12 @@ import warnings
 import pytest
 import torch
 
-import lightpref.packing as packing
+import lightpref.training.packing as packing
 from lightpref.batch import pair_groups
 from lightpref.data.groups import TokenizedGroup, collate_groups
-from lightpref.forward import completion_logprobs
-from lightpref.packing import Scorer, attention_mask_4d, pack_batch, packed_completion_logprobs
 from lightpref.testing import tiny_model
+from lightpref.training.forward import completion_logprobs
+from lightpref.training.packing import Scorer, attention_mask_4d, pack_batch, packed_completion_logprobs
 
 MODES = {"shared+packed": (True, True), "shared": (True, False), "packed": (False, True)}
 GROUPS = {

@@ -4,32 +4,16 @@ import re
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from fit_support import fit
 from transformers import AutoModelForCausalLM
 
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.forward import completion_logprobs
 from lightpref.losses import LogProbs, LossOutput, PreferenceLoss
-from lightpref.module import PreferenceModule
+from lightpref.training.forward import completion_logprobs
+from lightpref.training.module import PreferenceModule
 from lightpref.views import InstructionPrefix
-
-
-def fit(checkpoint, pairs_file, root, loss="dpo", steps=4, ckpt_path=None, module=None):
-    module = module or PreferenceModule(
-        str(checkpoint), loss=loss, optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2)
-    )
-    data = PreferenceDataModule(
-        tokenizer=str(checkpoint), train_files=str(pairs_file), val_fraction=0.25, batch_size=4,
-        max_length=64, max_prompt_length=32,
-    )
-    trainer = Trainer(
-        max_steps=steps, default_root_dir=root, accelerator="cpu", enable_progress_bar=False,
-        enable_model_summary=False, val_check_interval=2, check_val_every_n_epoch=None, log_every_n_steps=1,
-    )
-    trainer.fit(module, data, ckpt_path=ckpt_path)
-    return module, trainer
 
 
 def weights(model):
@@ -38,7 +22,7 @@ def weights(model):
 
 def test_policy_trains_reference_stays_frozen(tiny_checkpoint, pairs_file, tmp_path):
     original = weights(AutoModelForCausalLM.from_pretrained(tiny_checkpoint))
-    module, _ = fit(tiny_checkpoint, pairs_file, tmp_path)
+    module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path)
     policy, reference = weights(module.policy), weights(module.reference.model)
     assert any(not torch.equal(policy[name], original[name]) for name in original), "the policy did not change"
     assert all(torch.equal(reference[name], original[name]) for name in original), "the reference changed"
@@ -51,7 +35,7 @@ def test_policy_trains_reference_stays_frozen(tiny_checkpoint, pairs_file, tmp_p
 
 
 def test_metrics_under_familiar_names(tiny_checkpoint, pairs_file, tmp_path):
-    _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path)
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path)
     names = set(trainer.callback_metrics)
     for name in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                  "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]:
@@ -77,17 +61,17 @@ def test_metrics_under_familiar_names(tiny_checkpoint, pairs_file, tmp_path):
 
 
 def test_checkpoint_has_no_reference_and_resumes(tiny_checkpoint, pairs_file, tmp_path):
-    _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, steps=2)
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, steps=2)
     path = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
     state = torch.load(path, weights_only=False)["state_dict"]
     assert state and not [key for key in state if key.startswith("reference.")]
     assert any(key.startswith("policy.") for key in state)
-    module, trainer = fit(tiny_checkpoint, pairs_file, tmp_path / "resumed", steps=4, ckpt_path=path)
+    module, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path / "resumed", steps=4, ckpt_path=path)
     assert trainer.global_step == 4
 
 
 def test_export_loads_and_gives_the_same_logits(tiny_checkpoint, pairs_file, tmp_path):
-    module, trainer = fit(tiny_checkpoint, pairs_file, tmp_path)
+    module, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path)
     exported = AutoModelForCausalLM.from_pretrained(f"{trainer.log_dir}/huggingface")
     input_ids = torch.tensor([[5, 6, 7, 8, 9]])
     module.policy.eval()
@@ -128,7 +112,7 @@ def test_loss_receives_exactly_what_it_declared(tiny_checkpoint, pairs_file, tmp
 
 def test_reference_free_loss_never_builds_a_reference(tiny_checkpoint, pairs_file, tmp_path):
     loss = Recorder(requires_reference=False)
-    module, _ = fit(tiny_checkpoint, pairs_file, tmp_path, loss=loss, steps=1)
+    module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path, loss=loss, steps=1)
     assert module.reference.model is None and loss.seen[0][1] is None
 
 

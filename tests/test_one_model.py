@@ -3,45 +3,25 @@
 import logging
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer
+from fit_support import fit as shared_fit
 from pairs_support import write_pairs
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM
 
 from lightpref.batch import PairBatch
-from lightpref.callbacks import ReferenceUpdate
-from lightpref.data import PreferenceDataModule
-from lightpref.export import export_checkpoint
-from lightpref.module import PreferenceModule
-from lightpref.reference import FrozenCopy
+from lightpref.models.export import export_checkpoint
 from lightpref.testing import save_tiny_checkpoint
+from lightpref.training.callbacks import ReferenceUpdate
+from lightpref.training.module import PreferenceModule
+from lightpref.training.reference import FrozenCopy
 
-
-def fit(checkpoint, pairs_file, root, steps=3, callbacks=(), ckpt_path=None, **module_args):
-    module = PreferenceModule(
-        str(checkpoint), optimizer=lambda params: torch.optim.AdamW(params, lr=1e-2), **module_args
-    )
-    data = PreferenceDataModule(
-        tokenizer=str(checkpoint), train_files=str(pairs_file), val_fraction=0.25, batch_size=4, max_length=64,
-        max_prompt_length=32, shuffle=False,
-    )
-    losses = []
-
-    class Record(Callback):  # the per-step training loss, to compare runs step by step
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            losses.append(outputs["loss"].item() if isinstance(outputs, dict) else outputs.item())
-
-    trainer = Trainer(
-        max_steps=steps, default_root_dir=root, accelerator="cpu", enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=1,
-        val_check_interval=steps, check_val_every_n_epoch=None, callbacks=[Record(), *callbacks],
-    )
-    trainer.fit(module, data, ckpt_path=ckpt_path)
-    return module, trainer, losses
+fit = partial(shared_fit, steps=3, shuffle=False, sanity_steps=0, val_batches=1, validate_every=None)
+"""The shared `fit` helper, three steps in order, validating once at the end."""
 
 
 def lora(**kwargs):

@@ -8,17 +8,17 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-import lightpref.packing as packing
+import lightpref.training.packing as packing
 from lightpref.batch import PairBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.sampling import ResumableSampler
 from lightpref.data.token_budget import TokenBudgetBatchSampler, pair_tokens, token_lengths
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.forward import completion_logprobs
-from lightpref.module import PreferenceModule
-from lightpref.packing import attention_mask_4d, pack_batch, packed_completion_logprobs
 from lightpref.testing import tiny_model, tiny_tokenizer
+from lightpref.training.forward import completion_logprobs
+from lightpref.training.module import PreferenceModule
+from lightpref.training.packing import attention_mask_4d, pack_batch, packed_completion_logprobs
 
 MODES = {"shared+packed": (True, True), "shared": (True, False), "packed": (False, True)}
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from peft import LoraConfig
 
-from lightpref.pretrained import ModelSource
+from lightpref.models.pretrained import ModelSource
 from lightpref.testing import save_tiny_checkpoint
 
 
@@ -53,7 +53,7 @@ def test_a_gguf_conversion_says_what_it_is_doing_before_it_starts(tmp_path, monk
     """The first load of a GGUF file takes ~30 s before transformers shows a progress bar: one line says why."""
     from transformers import AutoModelForCausalLM
 
-    import lightpref.pretrained as pretrained
+    import lightpref.models.gguf as conversion
 
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
 
@@ -62,16 +62,16 @@ def test_a_gguf_conversion_says_what_it_is_doing_before_it_starts(tmp_path, monk
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", stop)
     with pytest.raises(RuntimeError, match="conversion started"):
-        pretrained.converted_gguf(str(tmp_path), "model.gguf")
+        conversion.converted_gguf(str(tmp_path), "model.gguf")
     assert "lightpref: converting" in capsys.readouterr().err
-    assert not list(pretrained.cache_root("gguf").glob("model-*"))  # nothing half-converted is left to be reused
+    assert not list(conversion.cache_root("gguf").glob("model-*"))  # nothing half-converted is left to be reused
 
 
 def test_a_gguf_file_rewritten_with_the_same_size_and_mtime_is_converted_anew(tmp_path, monkeypatch):
     """The conversion cache is keyed by the file's bytes: the old key (path, size, mtime) reused a stale copy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import lightpref.pretrained as pretrained
+    import lightpref.models.gguf as conversion
     from lightpref.testing import tiny_model, tiny_tokenizer
 
     monkeypatch.setenv("LIGHTPREF_CACHE", str(tmp_path / "cache"))
@@ -85,11 +85,11 @@ def test_a_gguf_file_rewritten_with_the_same_size_and_mtime_is_converted_anew(tm
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tiny_tokenizer())
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF-first")
-    first = pretrained.converted_gguf(str(tmp_path), "m.gguf")
-    assert pretrained.converted_gguf(str(tmp_path), "m.gguf") == first and len(conversions) == 1  # reused
+    first = conversion.converted_gguf(str(tmp_path), "m.gguf")
+    assert conversion.converted_gguf(str(tmp_path), "m.gguf") == first and len(conversions) == 1  # reused
     stat = gguf.stat()
     gguf.write_bytes(b"GGUF-other")  # same size
     os.utime(gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same mtime
-    pretrained._CONVERTED.clear()  # a new process
-    second = pretrained.converted_gguf(str(tmp_path), "m.gguf")
+    conversion._CONVERTED.clear()  # a new process
+    second = conversion.converted_gguf(str(tmp_path), "m.gguf")
     assert second != first and conversions == [b"GGUF-first", b"GGUF-other"]

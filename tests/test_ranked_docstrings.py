@@ -5,8 +5,9 @@ import importlib
 
 import pytest
 
-MODULES = ["lightpref.data.groups", "lightpref.data.ranked", "lightpref.group_pairs", "lightpref.records",
-           "lightpref.losses.shapes", "lightpref.iterate.pairing", "lightpref.batch", "lightpref.packing",
+MODULES = ["lightpref.data.groups", "lightpref.data.ranked", "lightpref.training.group_pairs",
+           "lightpref.training.records", "lightpref.losses.shapes", "lightpref.evaluation.pairing", "lightpref.batch",
+           "lightpref.training.packed_layout",
            "lightpref.data.token_budget"]
 
 

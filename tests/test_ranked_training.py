@@ -10,9 +10,9 @@ from lightpref.data import PreferenceDataModule
 from lightpref.data.collate import collate_pairs
 from lightpref.data.groups import TokenizedGroup, collate_groups
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.group_pairs import AllPairs, BestVsRest, BestVsWorst
 from lightpref.losses import PreferenceLoss
-from lightpref.module import PreferenceModule
+from lightpref.training.group_pairs import AllPairs, BestVsRest, BestVsWorst
+from lightpref.training.module import PreferenceModule
 from lightpref.views import InstructionPrefix
 
 
@@ -175,8 +175,8 @@ def test_precomputed_and_adapter_references_score_groups_exactly(tiny_checkpoint
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
-    from lightpref.forward import completion_logprobs
     from lightpref.testing import save_tiny_checkpoint
+    from lightpref.training.forward import completion_logprobs
 
     other = save_tiny_checkpoint(tmp_path / "other", seed=1)
     options = {"precompute_reference": True, "reference_cache_dir": str(tmp_path / "reference"),

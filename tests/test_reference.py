@@ -7,12 +7,12 @@ from peft import LoraConfig
 from lightpref.batch import PairBatch
 from lightpref.data.collate import collate_pairs
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.forward import TokenLogProbs
 from lightpref.losses import build
-from lightpref.packing import Scorer
-from lightpref.pretrained import ModelSource
-from lightpref.reference import AdapterBase, FrozenCopy, NoReference, Precomputed, build_reference
-from lightpref.reference_cache import ReferenceCache
+from lightpref.models.pretrained import ModelSource
+from lightpref.training.forward import TokenLogProbs
+from lightpref.training.packing import Scorer
+from lightpref.training.reference import AdapterBase, FrozenCopy, NoReference, Precomputed, build_reference
+from lightpref.training.reference_cache import ReferenceCache
 
 PAIRS = [TokenizedPair([5, 6], [7, 8, 9], [10]), TokenizedPair([5], [11], [12, 13]),
          TokenizedPair([4, 4, 4], [14, 15], [16, 17, 18])]
@@ -60,7 +60,7 @@ def test_a_flipped_bit_in_any_stored_tensor_rebuilds_with_the_path_named(cache_f
 
 
 def test_offsets_that_do_not_tile_the_values_are_refused_even_with_a_matching_checksum(cache_file):
-    from lightpref.reference_cache import checksum
+    from lightpref.training.reference_cache import checksum
 
     payload = torch.load(cache_file, weights_only=True)
     stored = payload["views"][""]
@@ -74,7 +74,7 @@ def test_offsets_that_do_not_tile_the_values_are_refused_even_with_a_matching_ch
 def test_stale_cache_message_names_an_option_that_exists(cache_file):
     import inspect
 
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     cache = ReferenceCache("key", cache_file.parent)
     cache.load("train")
@@ -115,7 +115,7 @@ def test_batch_docstring_examples():
 
 
 def test_contradictory_reference_settings_are_refused_naming_the_keys(tiny_checkpoint):
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     lora = LoraConfig(r=4, target_modules=["q_proj"])
     with pytest.raises(ValueError, match="`model.reference` cannot be combined with `model.peft`"):

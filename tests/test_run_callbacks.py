@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from transformers import AutoModelForCausalLM
 
 from lightpref.cli import build_cli, main
-from lightpref.run_callbacks import FinalCheckpoint, LogFirstAndLastStep, ValidateAtStart, with_run_callbacks
+from lightpref.run.callbacks import FinalCheckpoint, LogFirstAndLastStep, ValidateAtStart, with_run_callbacks
 
 
 def short_run_config(path, checkpoint, pairs_file, root, max_steps=3):
@@ -21,7 +21,7 @@ def short_run_config(path, checkpoint, pairs_file, root, max_steps=3):
                     "log_every_n_steps": 50, "enable_model_summary": False},
         "model": {"pretrained": str(checkpoint), "loss": "dpo",
                   "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
-                  "lr_scheduler": {"class_path": "lightpref.schedules.WarmupCosineLR",
+                  "lr_scheduler": {"class_path": "lightpref.training.schedules.WarmupCosineLR",
                                    "init_args": {"warmup_steps": 2}}},
         "data": {"train_files": str(pairs_file), "val_fraction": 0.25, "batch_size": 4, "max_length": 64,
                  "max_prompt_length": 32},

@@ -11,14 +11,14 @@ from lightning.pytorch.utilities.model_summary import summarize
 from pairs_support import write_pairs
 from transformers.utils import logging as transformers_logging
 
-import lightpref.run_callbacks
-import lightpref.run_summary
+import lightpref.run.callbacks
+import lightpref.run.summary
 from lightpref.data import PreferenceDataModule
-from lightpref.export import save_policy
-from lightpref.module import PreferenceModule
-from lightpref.pretrained import ModelSource
-from lightpref.run_callbacks import RunTextProgressBar, ValidateAtStart
-from lightpref.run_summary import TRIAL_OPTIONS, RunModelSummary, readable_size
+from lightpref.models.export import save_policy
+from lightpref.models.pretrained import ModelSource
+from lightpref.run.callbacks import RunTextProgressBar, ValidateAtStart
+from lightpref.run.summary import TRIAL_OPTIONS, RunModelSummary, readable_size
+from lightpref.training.module import PreferenceModule
 
 
 def test_loading_and_saving_show_no_transformers_progress_bars_and_restore_the_setting(tiny_checkpoint, tmp_path,
@@ -84,7 +84,7 @@ def test_the_progress_bar_dates_a_validation_older_than_the_current_step(tiny_ch
 
 
 def test_docstring_examples():
-    for module in (lightpref.run_callbacks, lightpref.run_summary):
+    for module in (lightpref.run.callbacks, lightpref.run.summary):
         failures, attempted = doctest.testmod(module)
         assert attempted and not failures
 

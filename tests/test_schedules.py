@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightpref.schedules import WarmupCosineLR, WarmupLinearLR
+from lightpref.training.schedules import WarmupCosineLR, WarmupLinearLR
 
 
 def lrs(scheduler_class, steps=10, **kwargs):
@@ -60,7 +60,7 @@ def test_module_fills_total_steps_so_the_first_step_runs_at_lr_zero(tiny_checkpo
     from lightning.pytorch import Callback, Trainer
 
     from lightpref.data import PreferenceDataModule
-    from lightpref.module import PreferenceModule
+    from lightpref.training.module import PreferenceModule
 
     seen = []
 

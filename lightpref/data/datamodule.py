@@ -145,7 +145,7 @@ class PreferenceDataModule(LightningDataModule):
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         """The tokenizer (loaded once), with EOS as pad token when it has none."""
         if self.tokenizer is None:
-            from lightpref.pretrained import load_tokenizer
+            from lightpref.models.pretrained import load_tokenizer
 
             self.tokenizer = load_tokenizer(self.tokenizer_source, self.gguf_file, self.trust_remote_code)
         if self.tokenizer.pad_token_id is None:

@@ -11,7 +11,7 @@ import random
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset as TorchDataset
@@ -83,6 +83,14 @@ def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | No
                 )
 
 
+class Rows(Protocol):
+    """What :class:`IndexedRows` reads: a split's stored rows by position (a ``datasets.Dataset``, or a list)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+
 class IndexedRows(TorchDataset):
     """A split whose rows carry their position in it, so batches know which pairs they hold.
 
@@ -90,7 +98,7 @@ class IndexedRows(TorchDataset):
     {'a': 2, 'index': 1}
     """
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Rows) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

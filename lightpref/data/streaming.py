@@ -27,13 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightpref.data.collate import pair_to_row
 from lightpref.data.formats import NormaliseResult, iter_normalised
 from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
 from lightpref.data.pipeline import TokenizeJob
 from lightpref.data.tokenize import PairError, tokenize_pairs
+
+if TYPE_CHECKING:
+    from datasets import IterableDataset
 
 SHUFFLE_BUFFER = 10_000  # rows in the streamed shuffle buffer
 
@@ -56,7 +59,7 @@ class StreamingPairs:
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: IterableDataset,
         name: str,
         job: TokenizeJob,
         format: str,
@@ -102,7 +105,7 @@ class StreamingPairs:
         self._trained = {"epoch": epoch, "rows": previous}
         self._next_epoch = epoch + 1
 
-    def _epoch_rows(self, epoch: int) -> Any:
+    def _epoch_rows(self, epoch: int) -> IterableDataset:
         if not self.shuffle:
             return self.dataset
         shuffled = self.dataset.shuffle(seed=self.seed, buffer_size=SHUFFLE_BUFFER)

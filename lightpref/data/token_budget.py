@@ -1,8 +1,8 @@
 """Batches formed by a token budget instead of a fixed number of pairs.
 
-With the shared-prompt, padding-free forward (:mod:`lightpref.packing`) a batch costs about as much as its tokens,
-so a fixed token budget gives steps of even cost whatever the pairs' lengths: many short pairs or a few long ones.
-A pair's tokens are counted as that forward runs them, ``prompt + chosen + rejected`` (:func:`pair_tokens`).
+With the shared-prompt, padding-free forward (:mod:`lightpref.training.packing`) a batch costs about as much as its
+tokens, so a fixed token budget gives steps of even cost whatever the pairs' lengths: many short pairs or a few long
+ones. A pair's tokens are counted as that forward runs them, ``prompt + chosen + rejected`` (:func:`pair_tokens`).
 
 The batch sampler takes the pairs in the order of an index sampler (sequential, or seeded per epoch) and groups
 them greedily up to the budget. With several processes every process forms the same global batches and takes every
@@ -15,11 +15,14 @@ them greedily up to the budget. With several processes every process forms the s
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from lightpref.data.sampling import PositionedDataLoader, ResumableSampler
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
@@ -38,7 +41,7 @@ def pair_tokens(row: dict[str, Any]) -> int:
     return sum(len(row[column]) for column in COLUMNS)
 
 
-def token_lengths(dataset: Any) -> list[int]:
+def token_lengths(dataset: Dataset) -> list[int]:
     """:func:`pair_tokens` of every pair (or group) of a split. An Arrow dataset's are read from its list offsets, a
     record batch at a time, without converting a token id to Python (1M pairs in well under a second).
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
+from lightpref.evaluation.pairing import AllPairs, BestVsWorst, PairingRule
 from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
-from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule
 
 Pairing = Literal["best_worst", "all", "ranked"]
 RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
@@ -59,8 +60,9 @@ def make_pairs(
     ``min_gap`` and whose texts differ.
 
     ``best_worst`` gives at most one pair (highest vs lowest reward); ``all`` every ordered pair above the gap; a
-    :class:`~lightpref.iterate.PairingRule` object decides by itself (its own ``min_gap``; ``min_gap`` is unused).
-    With ``chat`` the record is conversational (the prompt as a user turn, each completion as an assistant turn).
+    :class:`~lightpref.evaluation.pairing.PairingRule` object decides by itself (its own ``min_gap``; ``min_gap`` is
+    unused). With ``chat`` the record is conversational (the prompt as a user turn, each completion as an assistant
+    turn).
 
     >>> make_pairs("Q:", [" ok", " great", " bad"], [0.1, 0.9, -0.5])
     [{'prompt': 'Q:', 'chosen': ' great', 'rejected': ' bad', 'chosen_reward': 0.9, 'rejected_reward': -0.5}]
@@ -121,7 +123,7 @@ def done_prompts(output: Path, progress: Path) -> set[str]:
 
 
 def build_dataset(
-    model: Any,
+    model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Prompt],
     reward: RewardFunction,
@@ -219,7 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lightpref.pretrained import load_model, load_tokenizer
+    from lightpref.models.pretrained import load_model, load_tokenizer
 
     args = parse_args(argv)
     gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)

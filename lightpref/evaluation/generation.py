@@ -3,7 +3,7 @@
 Prompts are tokenised exactly as the training data is (:func:`lightpref.data.tokenize.encode_prompt`: chat
 messages through the tokenizer's chat template, strings as they are), generated from in left-padded batches, and
 then re-packed right-padded so that both models score the sampled tokens with the training forward
-(:func:`lightpref.forward.completion_logprobs`).
+(:func:`lightpref.training.forward.completion_logprobs`).
 
 The KL estimate is the Monte-Carlo one over the samples y ~ π(·|x)::
 
@@ -27,9 +27,9 @@ from lightpref.batch import Sequences
 from lightpref.data.collate import pad_rows
 from lightpref.data.tokenize import encode_prompt
 from lightpref.evaluation.rewards import Prompt, RewardFunction
-from lightpref.forward import completion_logprobs
 from lightpref.io import eval_mode
-from lightpref.pretrained import pad_id
+from lightpref.models.pretrained import pad_id
+from lightpref.training.forward import completion_logprobs
 
 # Values that make transformers' sampler draw from the (tempered, nucleus-cut) model distribution and nothing else,
 # overriding whatever a checkpoint's generation_config.json sets.

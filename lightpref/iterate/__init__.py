@@ -1,9 +1,10 @@
 """On-policy preference rounds (``lightpref iterate``): sample from the current policy, score, pair, train, repeat.
 
-This package's top level stays light (pairing rules only); the workflow lives in :mod:`lightpref.iterate.workflow`.
+This package's top level stays light (the pairing rules, which live in :mod:`lightpref.evaluation.pairing` beside
+the data building that shares them); the workflow lives in :mod:`lightpref.iterate.workflow`.
 See ``docs/iterate.md``.
 """
 
-from lightpref.iterate.pairing import AllPairs, BestVsWorst, PairingRule, WholeGroup
+from lightpref.evaluation.pairing import AllPairs, BestVsWorst, PairingRule, WholeGroup
 
 __all__ = ["AllPairs", "BestVsWorst", "PairingRule", "WholeGroup"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from lightpref.evaluation.generation import SamplingSettings
+from lightpref.evaluation.pairing import BestVsWorst, PairingRule
 from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction
-from lightpref.iterate.pairing import BestVsWorst, PairingRule
 
 
 class Iteration:

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback, Trainer
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from lightpref.evaluation.build_dataset import make_pairs
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
+from lightpref.evaluation.pairing import PairingRule, WholeGroup
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.io import atomic_write_text
-from lightpref.iterate.pairing import PairingRule, WholeGroup
 
 FAULT_ENV = "LIGHTPREF_ITERATE_FAULT"
 
@@ -182,3 +183,13 @@ def degenerate(record: dict[str, Any]) -> bool:
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """``records`` as JSON lines, atomically."""
     atomic_write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+
+
+class FaultHook(Callback):
+    """Calls :func:`fault_point` after every training step (the resume tests' hook)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        fault_point(f"{self.prefix}:step:{trainer.global_step}")

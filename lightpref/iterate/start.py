@@ -21,7 +21,7 @@ import torch
 from jsonargparse import Namespace
 
 from lightpref.io import atomic_write_text, fingerprint
-from lightpref.model_paths import check_model
+from lightpref.models.paths import check_model
 
 CONFIG_FILE = "config.json"
 RESUME_FREE_KEYS = {"config", "ckpt_path", "trainer"}  # may differ when a run is continued (e.g. more devices)
@@ -77,7 +77,7 @@ def model_arguments(section: Any, key: str) -> Iterator[tuple[str, str]]:
 
 def check_models(config: Namespace) -> None:
     """Each model the run loads is an existing model directory or a Hub name that can be loaded (see
-    :func:`~lightpref.model_paths.check_model`); a GGUF file is checked when the tokenizer is read from it."""
+    :func:`~lightpref.models.paths.check_model`); a GGUF file is checked when the tokenizer is read from it."""
     model = config.model
     if model.gguf_file is None:
         check_model(model.pretrained, "`model.pretrained`")
@@ -116,7 +116,7 @@ def differing(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> 
     return changed
 
 
-def check_resume(out: Path, settings: dict[str, Any], resume: bool) -> None:
+def check_out_dir(out: Path, settings: dict[str, Any], resume: bool) -> None:
     """Refuse to mix runs: a fresh run needs an ``out_dir`` without results; a resumed one the same settings (all but
     :data:`RESUME_FREE_KEYS` and :data:`RESUME_FREE_DATA_KEYS`). Writes ``config.json`` for a run that starts."""
     saved = out / CONFIG_FILE

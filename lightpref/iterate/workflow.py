@@ -2,7 +2,7 @@
 
 Each round r = 1..R: sample K completions per prompt from the round's starting policy (the initial model, then the
 previous round's trained policy), score them with the reward, pair them with the pairing rule, and train one round
-of ``model.loss`` on those pairs with :class:`~lightpref.module.PreferenceModule` and
+of ``model.loss`` on those pairs with :class:`~lightpref.training.module.PreferenceModule` and
 :class:`~lightpref.data.PreferenceDataModule`, built from the config's ``model`` and ``data`` sections. After each
 round (and once for the initial model) the policy is sampled on held-out prompts: the mean reward and KL(π‖π_init)
 (and, with ``update_reference``, KL to the round's reference) go to TensorBoard under ``<out_dir>/rounds``.
@@ -38,19 +38,19 @@ from typing import Any
 
 import torch
 from jsonargparse import ActionConfigFile, Namespace
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from lightpref import trainer_cli
+from lightpref.commands import trainer_cli
+from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
-from lightpref.export import save_policy
 from lightpref.io import atomic_write_text
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.stages import (
+    FaultHook,
     barrier,
     chunks_of,
     collect_pairs,
@@ -59,20 +59,22 @@ from lightpref.iterate.stages import (
     sample_and_score,
     write_jsonl,
 )
-from lightpref.iterate.start import check_command, check_models, check_resume
-from lightpref.module import PreferenceModule
-from lightpref.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.iterate.start import check_command, check_models, check_out_dir
+from lightpref.models.export import save_policy
+from lightpref.models.pretrained import converted_gguf, load_model, load_tokenizer
+from lightpref.run.checkpointing import remove_path, replace_atomically, staging_path
+from lightpref.training.module import PreferenceModule
 
 DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
                     "val_split", "records", "prompt_views"}
 TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpointing"}
 
 
-def build_parser() -> LightningArgumentParser:
-    """The parser of ``lightpref iterate``: loss names take arguments, and help reads, as for ``lightpref fit``."""
-    trainer_cli.resolve_registered_loss_names()  # else `loss: dpo` stays a bare name here, a class path in fit
-    parser = LightningArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
-                                     formatter_class=trainer_cli.HelpFormatter)
+def build_parser() -> PreferenceArgumentParser:
+    """The parser of ``lightpref iterate``, of ``lightpref fit``'s class: loss names take arguments, a mistyped
+    option is one line naming the nearest ones, and help reads as fit's."""
+    parser = PreferenceArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
+                                      formatter_class=trainer_cli.HelpFormatter)
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="`last`: continue the run stopped in iterate.out_dir where it stopped")
@@ -85,7 +87,7 @@ def build_parser() -> LightningArgumentParser:
     return parser
 
 
-def add_section(parser: LightningArgumentParser, name: str) -> None:
+def add_section(parser: PreferenceArgumentParser, name: str) -> None:
     """The ``iterate`` (:class:`Iteration`) or ``model`` (:class:`PreferenceModule`) section of the config."""
     if name == "iterate":
         parser.add_class_arguments(Iteration, "iterate", sub_configs=True)
@@ -95,19 +97,9 @@ def add_section(parser: LightningArgumentParser, name: str) -> None:
 
 def instantiate(name: str, section: Namespace) -> Any:
     """The object of one config section, built afresh (each round gets its own module, loss and optimiser)."""
-    parser = LightningArgumentParser(env_prefix="")
+    parser = PreferenceArgumentParser(env_prefix="")
     add_section(parser, name)
     return getattr(parser.instantiate(Namespace(**{name: section})), name)
-
-
-class FaultHook(Callback):
-    """Calls :func:`~lightpref.iterate.stages.fault_point` after every training step (the resume tests' hook)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
-        fault_point(f"{self.prefix}:step:{trainer.global_step}")
 
 
 class IterativeRun:
@@ -229,10 +221,10 @@ class IterativeRun:
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         fault_point(f"round{round_}:trained")
         if trainer.is_global_zero:
-            staging = directory / "policy.partial"
-            shutil.rmtree(staging, ignore_errors=True)
+            staging = staging_path(directory / "policy")  # written aside, then renamed into place as checkpoints are
+            remove_path(staging)
             save_policy(module.policy, staging, self.tokenizer)
-            os.replace(staging, directory / "policy")
+            replace_atomically(staging, directory / "policy")
             if not self.iteration.keep_checkpoints:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # the saved policy supersedes them
         barrier()
@@ -292,7 +284,7 @@ def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
     if rank_and_world()[0] == 0:
         out.mkdir(parents=True, exist_ok=True)
         settings = json.loads(parser.dump(config, format="json", skip_validation=True))
-        check_resume(out, settings, config.ckpt_path == "last")
+        check_out_dir(out, settings, config.ckpt_path == "last")
     barrier()
     return run.run()
 

@@ -55,8 +55,8 @@ def main(argv: Sequence[str]) -> int:
 
         return export(args[1:])
     if command in TRAINER_COMMANDS:
+        from lightpref.commands.trainer_cli import build_cli
         from lightpref.reward.module import RewardModule
-        from lightpref.trainer_cli import build_cli
 
         build_cli(args, model_class=RewardModule)
         return 0

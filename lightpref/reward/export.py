@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from lightpref.export import CHECKPOINT_KEY, read_checkpoint, save_policy
-from lightpref.pretrained import ModelSource, pad_id
+from lightpref.models.export import CHECKPOINT_KEY, read_checkpoint, save_policy
+from lightpref.models.pretrained import ModelSource, pad_id
 
 REWARD_MARKER = "lightpref_reward_model"  # in a checkpoint: the weights are a reward model's, under PREFIX
 PREFIX = "reward_model."

@@ -2,7 +2,7 @@
 
 ``AutoModelForSequenceClassification.from_pretrained`` with ``num_labels=1`` does both: a reward model's own head
 is loaded as it is, and a causal LM's decoder weights (a Hub name, a local directory, or the converted copy of a
-GGUF file, as :class:`~lightpref.pretrained.ModelSource` locates it) get a new linear ``score`` head, initialised
+GGUF file, as :class:`~lightpref.models.pretrained.ModelSource` locates it) get a new linear ``score`` head, initialised
 from the seeded random state. With ``peft`` the head is trained in full beside the adapter (peft's
 ``modules_to_save``).
 """
@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from lightpref.pretrained import DTYPES, ModelSource
+from lightpref.models.pretrained import DTYPES, ModelSource
 from lightpref.reward.scoring import HEAD
 
 
@@ -55,7 +55,7 @@ def load_reward_model(source: ModelSource, pad_token_id: int | None = None) -> n
     if source.peft is not None:
         from peft import get_peft_config
 
-        from lightpref.adapters import attach_adapter
+        from lightpref.models.adapters import attach_adapter
 
         model = attach_adapter(model, with_trained_head(get_peft_config(dict(source.peft))), None)
     return model

@@ -1,8 +1,8 @@
 """The LightningModule of reward-model training: a scalar-score model and a pluggable reward loss.
 
 It trains on the same :class:`~lightpref.batch.PairBatch` as preference training, through the same run machinery
-(the LightningCLI of :mod:`lightpref.trainer_cli`, its run callbacks, the non-finite guard, atomic and resumable
-checkpoints, FSDP2 sharding, the Hugging Face export at the end).
+(the LightningCLI of :mod:`lightpref.commands.trainer_cli`, its run callbacks, the non-finite guard, atomic and
+resumable checkpoints, FSDP2 sharding, the Hugging Face export at the end).
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from peft import PeftConfig
 from torch import Tensor, nn
 
 from lightpref.batch import PairBatch, split_pairs
-from lightpref.checkpointing import run_safety_callbacks
-from lightpref.export import CHECKPOINT_KEY
-from lightpref.guards import ACTIONS, check_optimizer
-from lightpref.metrics import log_metrics
-from lightpref.pretrained import ModelSource
+from lightpref.models.export import CHECKPOINT_KEY
+from lightpref.models.pretrained import ModelSource
 from lightpref.reward.export import PREFIX, REWARD_MARKER, save_reward_model
 from lightpref.reward.losses import PairScores, RewardLoss, build, check_reward_output
 from lightpref.reward.model import load_reward_model
 from lightpref.reward.scoring import RewardScorer
-from lightpref.schedules import optimisation
-from lightpref.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.run.checkpointing import run_safety_callbacks
+from lightpref.run.guards import ACTIONS, check_optimizer
+from lightpref.run.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.training.metrics import log_metrics
+from lightpref.training.schedules import optimisation
 from lightpref.views import PromptView
 
 DEFAULT_LR = 1e-5
@@ -62,7 +62,7 @@ class RewardModule(LightningModule):
         attn_implementation: transformers attention implementation (``sdpa``, ``eager``, ``flex_attention``…).
         trust_remote_code: run model code shipped with the checkpoint (off unless you trust it).
         optimizer: optimiser factory; ``None`` is AdamW with lr 1e-5 and no weight decay.
-        lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.schedules.WarmupCosineLR`.
+        lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.training.schedules.WarmupCosineLR`.
         export_dir: where the trained reward model and tokenizer are saved in Hugging Face format at the end of
             ``fit`` (relative to the run's log directory unless absolute); ``None`` skips it. A LoRA model is saved
             merged.

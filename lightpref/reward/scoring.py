@@ -5,8 +5,8 @@ A reward model here is a Hugging Face sequence-classification model with one lab
 to the body's hidden state at the row's last real token.
 
 :func:`plain_scores` runs the body over the right-padded (N, T) rows as they are. :func:`packed_scores` runs it
-once over the packed layout of :mod:`lightpref.packing` — each pair as ``prompt ∥ chosen ∥ rejected``, the prompt
-computed once, the rejected completion blind to the chosen one, sequences packed into rows without padding — and
+once over the packed layout of :mod:`lightpref.training.packing` — each pair as ``prompt ∥ chosen ∥ rejected``, the
+prompt computed once, the rejected completion blind to the chosen one, sequences packed into rows without padding — and
 reads each completion's score at its own last token. Both give the same (N,) scores and gradients (tested on SDPA,
 eager and FlexAttention); where the attention implementation cannot take the packed layout, the plain forward runs
 with a one-time warning naming the reason.
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from lightpref.batch import Sequences
-from lightpref.packing import (
+from lightpref.training.packing import (
     MASKED_ATTENTION,
     PACKING_ONLY,
     auto_packed_length,
@@ -95,7 +95,8 @@ def packed_scores(
 ) -> Tensor:
     """:func:`plain_scores` of a (2B, T) pair batch (chosen rows, then rejected rows), each pair's prompt computed
     once (``shared_prompt``) and/or the sequences packed into rows without padding (``pack``): the same (2B,)
-    scores. ``max_packed_length`` is the longest packed row (``None``: :func:`~lightpref.packing.auto_packed_length`).
+    scores. ``max_packed_length`` is the longest packed row (``None``:
+    :func:`~lightpref.training.packing.auto_packed_length`).
     """
     body, head, base = reward_parts(model)
     implementation = getattr(base.config, "_attn_implementation", None) or "eager"

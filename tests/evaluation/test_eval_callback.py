@@ -15,7 +15,7 @@ from torch.nn import functional
 from lightpref.cli import build_cli
 from lightpref.evaluation import CompletionLength, GenerationEvaluation, VaderSentiment
 from lightpref.losses import LossOutput, PreferenceLoss
-from lightpref.module import PreferenceModule
+from lightpref.training.module import PreferenceModule
 
 PROMPTS = [f"Human: question {index}? Assistant:" for index in range(6)]
 
@@ -47,7 +47,7 @@ class RandomDraws(Callback):
 
 def test_logs_reward_kl_and_samples_every_validation(tiny_checkpoint, pairs_file, tmp_path):
     callback = evaluation(evaluate_at_start=True)
-    _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], steps=4)
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], steps=4)
     assert [entry["step"] for entry in callback.history] == [0, 2, 4]  # the sanity check is not an evaluation
     start, last = callback.history[0], callback.history[-1]
     assert start["kl"] == pytest.approx(0.0, abs=1e-4)  # before training the policy is the reference
@@ -87,14 +87,14 @@ def test_training_random_numbers_are_untouched(tiny_checkpoint, pairs_file, tmp_
 
 def test_reference_free_loss_loads_the_initial_policy_or_skips_kl(tiny_checkpoint, pairs_file, tmp_path):
     loaded = evaluation(evaluate_at_start=True)
-    module, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[loaded], loss=NoReference(), steps=2,
+    module, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[loaded], loss=NoReference(), steps=2,
                           logger=False)
     assert module.reference.model is None and "eval/kl" in trainer.callback_metrics
     assert loaded.history[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the loaded reference is the initial policy
     assert abs(loaded.history[-1]["kl"]) > 1e-3  # … and it stayed there while the policy moved
     skipped = evaluation(missing_reference="skip")
     with pytest.warns(UserWarning, match="no reference model"):
-        _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[skipped], loss=NoReference(), steps=2,
+        _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[skipped], loss=NoReference(), steps=2,
                          logger=False)
     assert "eval/reward" in trainer.callback_metrics and "eval/kl" not in trainer.callback_metrics
 
@@ -108,7 +108,7 @@ def test_lora_policy_is_compared_with_its_adapter_switched_off(tiny_checkpoint, 
     module = PreferenceModule(str(tiny_checkpoint), peft=lora, export_dir=None,
                               optimizer=lambda params: torch.optim.AdamW(params, lr=5e-2))
     callback = evaluation(evaluate_at_start=True)
-    _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], module=module, steps=2,
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], module=module, steps=2,
                      logger=False)
     assert module.reference.model is None and callback._loaded_reference is None  # no second copy was loaded
     assert callback.history[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # a fresh LoRA adapter changes nothing
@@ -118,7 +118,7 @@ def test_lora_policy_is_compared_with_its_adapter_switched_off(tiny_checkpoint, 
 
 def test_other_loggers_get_the_numbers_only(tiny_checkpoint, pairs_file, tmp_path):
     callback = evaluation()
-    _, trainer = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], steps=2,
+    _, trainer, _ = fit(tiny_checkpoint, pairs_file, tmp_path, callbacks=[callback], steps=2,
                      logger=CSVLogger(tmp_path))
     assert "eval/reward" in (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text()
 

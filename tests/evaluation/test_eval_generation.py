@@ -88,7 +88,7 @@ def test_kl_is_zero_when_the_policy_is_the_reference(model, tokenizer):
 
 
 def test_kl_is_positive_after_training(tiny_checkpoint, pairs_file, tmp_path, tokenizer):
-    module, _ = fit(tiny_checkpoint, pairs_file, tmp_path, steps=6, lr=3e-2, logger=False)
+    module, _, _ = fit(tiny_checkpoint, pairs_file, tmp_path, steps=6, lr=3e-2, logger=False)
     settings = SamplingSettings(max_new_tokens=12, batch_size=16)
     prompts = [f"Human: question {index}? Assistant:" for index in range(32)]
     result = evaluate_policy(module.policy, module.reference.scope(), tokenizer, prompts, CompletionLength(), settings)

@@ -13,7 +13,7 @@ from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.iterate import AllPairs, BestVsWorst
 from lightpref.iterate.settings import Iteration
 from lightpref.iterate.workflow import IterativeRun, build_parser, instantiate, run_iterate
-from lightpref.pretrained import load_model, load_tokenizer
+from lightpref.models.pretrained import load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,19 @@ def test_a_loss_name_takes_arguments_as_in_fit():
     assert type(loss).__name__ == "SrDPO" and loss.beta == 0.3
 
 
+def test_a_mistyped_option_is_one_line_naming_the_nearest(iterate_config, capsys):
+    """iterate's parser is fit's kind: a mistyped key is lightpref's one-line usage error, as for `lightpref fit`."""
+    from lightpref.cli import main
+
+    config, _ = iterate_config()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["iterate", "--config", str(config), "--data.bath_size", "3"])
+    output = capsys.readouterr()
+    assert exit_info.value.code == 2 and "Traceback" not in output.err
+    assert output.err.strip().splitlines()[-1] == (
+        "error: unknown option `data.bath_size` (did you mean `data.batch_size` or `data.val_batch_size`?)")
+
+
 def test_round_prompts_wrap_around():
     from lightpref.evaluation import CompletionLength
 
@@ -75,12 +88,15 @@ def test_two_dpo_rounds_sample_on_policy(iterate_config, tiny_checkpoint):
                                       num_samples=3).texts
     assert chunk["texts"] == from_round_1 and chunk["texts"] != from_initial
     for round_ in (1, 2):
-        pairs = read_pairs(out / "round_1" / "pairs.jsonl")
+        pairs = read_pairs(out / f"round_{round_}" / "pairs.jsonl")
         assert pairs and all(p["chosen_reward"] > p["rejected_reward"] for p in pairs)
         assert all(p["prompt"][0]["role"] == "user" for p in pairs)  # the tokenizer's chat template: chat records
         scores = json.loads((out / f"round_{round_}" / "samples" / "chunk_00000.scores.json").read_text())["rewards"]
         samples = json.loads((out / f"round_{round_}" / "samples" / "chunk_00000.samples.json").read_text())
         assert scores == [float(len(text)) for text in samples["texts"]]  # CompletionLength(unit="chars")
+        chunks = sorted((out / f"round_{round_}" / "samples").glob("chunk_*.samples.json"))
+        texts = {text.strip() for chunk in chunks for text in json.loads(chunk.read_text())["texts"]}
+        assert all(p["chosen"][-1]["content"] in texts and p["rejected"][-1]["content"] in texts for p in pairs)
     # the policy trained and every round's checkpoint was dropped once its policy was saved
     initial, final = load_file(tiny_checkpoint / "model.safetensors"), load_file(out / "round_2" / "policy" /
                                                                                "model.safetensors")

@@ -9,7 +9,7 @@ import pytest
 from lightpref.cli import main
 from lightpref.iterate import BestVsWorst, stages
 from lightpref.iterate.stages import chunk_paths, collect_pairs
-from lightpref.iterate.start import check_resume
+from lightpref.iterate.start import check_out_dir
 
 
 def one_message(capsys, argv, *fragments):
@@ -64,16 +64,16 @@ def test_a_config_next_to_no_results_is_replaced_and_free_settings_may_change(tm
     out = tmp_path / "run"
     out.mkdir()
     (out / "round_0").mkdir()  # a run that failed before it wrote any result
-    check_resume(out, settings(batch_size=2), resume=False)
-    check_resume(out, settings(batch_size=3), resume=False)  # the corrected command, without --ckpt_path last
-    check_resume(out, settings(batch_size=4), resume=True)  # and with it
+    check_out_dir(out, settings(batch_size=2), resume=False)
+    check_out_dir(out, settings(batch_size=3), resume=False)  # the corrected command, without --ckpt_path last
+    check_out_dir(out, settings(batch_size=4), resume=True)  # and with it
     assert json.loads((out / "config.json").read_text())["data"]["batch_size"] == 4
     (out / "round_0" / "eval.json").write_text("{}")  # now the run has a result
     with pytest.raises(ValueError, match="--ckpt_path last"):
-        check_resume(out, settings(batch_size=4), resume=False)
-    check_resume(out, settings(batch_size=4, skip_invalid=True, devices=2), resume=True)
+        check_out_dir(out, settings(batch_size=4), resume=False)
+    check_out_dir(out, settings(batch_size=4, skip_invalid=True, devices=2), resume=True)
     with pytest.raises(ValueError, match="differ in data.batch_size;"):
-        check_resume(out, settings(batch_size=5), resume=True)
+        check_out_dir(out, settings(batch_size=5), resume=True)
 
 
 def write_chunk(directory, chunk, prompts, texts, rewards):

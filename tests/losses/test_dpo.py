@@ -44,9 +44,9 @@ def test_dpo_length_normalized_uses_token_means(tiny_checkpoint, tmp_path):
     here with the plain forward (π̄ a token mean), and differs from the summed version."""
     from lightpref.data.collate import collate_pairs
     from lightpref.data.tokenize import TokenizedPair
-    from lightpref.forward import completion_logprobs
-    from lightpref.module import PreferenceModule
     from lightpref.testing import save_tiny_checkpoint
+    from lightpref.training.forward import completion_logprobs
+    from lightpref.training.module import PreferenceModule
 
     reference_dir = save_tiny_checkpoint(tmp_path / "reference", seed=1)
     batch = collate_pairs([TokenizedPair([5, 6], [7, 8, 9, 10], [11]), TokenizedPair([5], [12], [13, 14, 15])], 0)

@@ -1,4 +1,4 @@
-"""Every loss of the wider family through the registry: declarations, h = 0, huge margins and gradients."""
+"""Every loss of the wider family through the registry: declarations, h = 0, h = 5, huge margins and gradients."""
 
 import math
 
@@ -63,6 +63,61 @@ def test_declarations_and_equal_log_probs(name):
     output = loss(policy, reference)
     assert output.losses.shape == (1,) and output.chosen_rewards.shape == (1,)
     assert output.losses.item() == pytest.approx(expected, rel=1e-5)
+
+
+def sp(x):
+    """softplus(x) = log(1 + eˣ) = −logσ(−x)."""
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+# name → value at pc = −1, pr = −6, rc = rr = −1 with defaults: ρc = 0, ρr = −5, h = ρc − ρr = 5, and with β = 0.1
+# z = β·h = 0.5, β·ρc = 0, β·ρr = −0.5 (one token per completion, so sums and token means coincide).
+# hinge 1 − z; robust/aot/aot_pair/ln_dpo −logσ(z) = sp(−z); exo_pair σ(z)(logσ(z) − log 0.999) +
+# σ(−z)(logσ(−z) − log 0.001); nca_pair −logσ(0) − ½logσ(−0) − ½logσ(0.5) = 1.5·log 2 + ½sp(−0.5);
+# bco_pair (eval, δ = 0) −logσ(0) − logσ(0.5); sppo_hard (ρc − 5)² + (ρr + 5)² = 25; apo_zero σ(−0) + σ(−0.5);
+# apo_down σ(0) + σ(−0.5 − 0); discopop (τ = 0.05) σ(−z/τ)·sp(−z) + e^(−z)·σ(z/τ); sft −pc = 1;
+# wpo(dpo) w·sp(−z), w = exp((pc + 1) + (pr + 1)) = e⁻⁵; fdpo_forward_kl (α = 1) margin e^(−ρr) − e^(−ρc) = e⁵ − 1;
+# fdpo_alpha (α = ½) (e^(−ρr/2) − e^(−ρc/2))/½ = 2(e^2.5 − 1); fdpo_js logσ(ρc) − logσ(ρr) = −log 2 + sp(5), each
+# as sp(−β·margin); simpo (β = 2, γ = 1) sp(−(2·(−1) − 2·(−6) − 1)) = sp(−9); cpo sp(−β(pc − pr)) + 1 = sp(−z) + 1;
+# orpo −pc + β·sp(−odds), odds = (pc − pr) − log(1 − e^pc) + log(1 − e^pr); rpo sp(−z) + 1.
+ODDS = 5 - math.log(1 - math.exp(-1)) + math.log(1 - math.exp(-6))
+AT_MARGIN = {
+    "hinge": 0.5,
+    "robust": sp(-0.5),
+    "exo_pair": sigmoid(0.5) * (-sp(-0.5) - math.log(0.999)) + sigmoid(-0.5) * (-sp(0.5) - math.log(0.001)),
+    "nca_pair": 1.5 * math.log(2) + 0.5 * sp(-0.5),
+    "bco_pair": math.log(2) + sp(-0.5),
+    "sppo_hard": 25.0,
+    "aot": sp(-0.5),
+    "aot_pair": sp(-0.5),
+    "apo_zero": 0.5 + sigmoid(-0.5),
+    "apo_down": 0.5 + sigmoid(-0.5),
+    "discopop": sigmoid(-10) * sp(-0.5) + math.exp(-0.5) * sigmoid(10),
+    "ln_dpo": sp(-0.5),
+    "sft": 1.0,
+    "wpo": math.exp(-5) * sp(-0.5),
+    "fdpo_forward_kl": sp(-0.1 * (math.exp(5) - 1)),
+    "fdpo_js": sp(-0.1 * (-math.log(2) + sp(5))),
+    "fdpo_alpha": sp(-0.1 * 2 * (math.exp(2.5) - 1)),
+    "simpo": sp(-9),
+    "cpo": sp(-0.5) + 1,
+    "orpo": 1 + 0.1 * sp(-ODDS),
+    "rpo": sp(-0.5) + 1,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_values_at_a_non_zero_margin(name):
+    """Every loss of the family away from h = 0, where the terms that vanish at h = 0 count (see AT_MARGIN)."""
+    assert set(AT_MARGIN) == set(FAMILY)
+    loss = build(name).eval()
+    policy, _ = record(-1.0, -6.0)
+    reference = record(-1.0, -1.0)[0] if loss.requires_reference else None
+    assert loss(policy, reference).losses.item() == pytest.approx(AT_MARGIN[name], rel=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from lightpref.cli import main
+from lightpref.commands.trainer_cli import build_cli
 from lightpref.reward.losses.bradley_terry import BradleyTerry
 from lightpref.reward.module import RewardModule
-from lightpref.trainer_cli import build_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_unknown_reward_command_is_refused(capsys):
 def test_policy_export_refuses_a_reward_checkpoint_and_names_the_command(tiny_checkpoint, pairs_file, tmp_path):
     from reward_support import fit_reward
 
-    from lightpref.export import export_checkpoint
+    from lightpref.models.export import export_checkpoint
     from lightpref.reward.export import export_reward_checkpoint
 
     module, trainer = fit_reward(tiny_checkpoint, pairs_file, tmp_path, steps=1)

@@ -8,11 +8,11 @@ import torch
 from reward_support import fit_reward
 
 from lightpref.cli import main
+from lightpref.commands.trainer_cli import build_cli
 from lightpref.data.collate import collate_pairs
 from lightpref.data.tokenize import tokenize_pair
-from lightpref.pretrained import load_tokenizer
+from lightpref.models.pretrained import load_tokenizer
 from lightpref.reward.scoring import plain_scores
-from lightpref.trainer_cli import build_cli
 
 
 def run(command, checkpoint, pairs, root, *extra):
@@ -94,7 +94,7 @@ def test_lora_trains_the_adapter_and_the_score_head_only(tiny_checkpoint, pairs_
 def test_a_classifier_with_two_labels_is_refused(tmp_path):
     from transformers import LlamaForSequenceClassification
 
-    from lightpref.pretrained import ModelSource
+    from lightpref.models.pretrained import ModelSource
     from lightpref.reward.model import load_reward_model
     from lightpref.testing import tiny_model
 

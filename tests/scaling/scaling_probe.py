@@ -21,7 +21,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lightpref.losses import LogProbs, LossOutput
 from lightpref.losses.dpo import DPO
-from lightpref.sharding import full_state_dict
+from lightpref.run.sharding import full_state_dict
 
 
 class NaNOnceDPO(DPO):
@@ -114,8 +114,8 @@ def fit_tiny(checkpoint: Path, pairs: Path, root: Path, *, loss: Any = "sgdpo", 
     from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
     from lightpref.data import PreferenceDataModule
-    from lightpref.module import PreferenceModule
-    from lightpref.schedules import WarmupCosineLR
+    from lightpref.training.module import PreferenceModule
+    from lightpref.training.schedules import WarmupCosineLR
 
     seed_everything(0, verbose=False)
     module = PreferenceModule(

@@ -8,8 +8,13 @@ import torch
 import torch.distributed.checkpoint as dcp
 from scaling_probe import fit_tiny
 
-from lightpref import checkpointing
-from lightpref.checkpointing import AtomicCheckpointIO, CorruptCheckpointError, replace_atomically, validate_checkpoint
+from lightpref.run import checkpointing
+from lightpref.run.checkpointing import (
+    AtomicCheckpointIO,
+    CorruptCheckpointError,
+    replace_atomically,
+    validate_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

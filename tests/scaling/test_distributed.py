@@ -19,8 +19,8 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from lightpref.checkpointing import validate_checkpoint
 from lightpref.cli import build_cli
+from lightpref.run.checkpointing import validate_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 STEPS = 6
 NAN_STEP = 2  # the step whose loss is NaN (on rank 0 of the single process, on rank 1 of two processes)
-FSDP2 = {"class_path": "lightpref.strategies.FSDP2Strategy"}  # also registered by the CLI as "fsdp2"
+FSDP2 = {"class_path": "lightpref.run.strategies.FSDP2Strategy"}  # also registered by the CLI as "fsdp2"
 
 
 def write_job(path: Path, checkpoint: Path, pairs: Path, root: Path, loss: dict, batch_size: int, export: bool = False,
@@ -48,7 +48,8 @@ def write_job(path: Path, checkpoint: Path, pairs: Path, root: Path, loss: dict,
         "model": {
             "pretrained": str(checkpoint), "loss": loss, "export_dir": str(root / "hf") if export else None,
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}},
-            "lr_scheduler": {"class_path": "lightpref.schedules.WarmupCosineLR", "init_args": {"warmup_steps": 2}},
+            "lr_scheduler": {"class_path": "lightpref.training.schedules.WarmupCosineLR",
+                             "init_args": {"warmup_steps": 2}},
         },
         "data": {"train_files": str(pairs), "batch_size": batch_size, "max_length": 64, "max_prompt_length": 32},
     }
@@ -167,7 +168,8 @@ def test_fsdp1_on_gpus_trains_like_one_process(one_process, tiny_checkpoint, pai
                        batch_size=4 // devices)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "lightpref", "fit", "--config", str(config), "--trainer.accelerator", "gpu",
-               "--trainer.devices", str(devices), "--trainer.strategy.class_path", "lightpref.strategies.FSDPStrategy"]
+               "--trainer.devices", str(devices),
+               "--trainer.strategy.class_path", "lightpref.run.strategies.FSDPStrategy"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     run = record(tmp_path)

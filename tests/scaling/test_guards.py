@@ -6,8 +6,8 @@ import torch
 from lightning.pytorch import Callback
 from scaling_probe import NaNOnceDPO, fit_tiny
 
-from lightpref.guards import NonFiniteGuard, any_nonfinite
-from lightpref.module import PreferenceModule
+from lightpref.run.guards import NonFiniteGuard, any_nonfinite
+from lightpref.training.module import PreferenceModule
 
 
 class WeightLog(Callback):

@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig
 from scaling_probe import Probe, fit_tiny
 
-from lightpref.resume import RECORD_KEY
+from lightpref.run.resume import RECORD_KEY
 
 OPTIONS = {"loss": "dpo", "steps": 6, "batch_size": 4}
 

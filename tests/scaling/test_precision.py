@@ -6,7 +6,7 @@ from scaling_probe import fit_tiny
 
 from lightpref.data import PreferenceDataModule
 from lightpref.losses.dpo import DPO
-from lightpref.module import PreferenceModule
+from lightpref.training.module import PreferenceModule
 
 
 class DtypeRecorder(DPO):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scaling_probe import Probe, fit_tiny
 
-from lightpref.checkpointing import SafeCheckpoints
-from lightpref.guards import NonFiniteGuard
-from lightpref.run_callbacks import FinalCheckpoint
+from lightpref.run.callbacks import FinalCheckpoint
+from lightpref.run.checkpointing import SafeCheckpoints
+from lightpref.run.guards import NonFiniteGuard
 
 STEPS = 9
 

@@ -71,7 +71,7 @@ class Faults(Callback):
         self.point, self.step = point, int(step or -1)
 
     def setup(self, trainer, pl_module, stage) -> None:
-        from lightpref import checkpointing
+        from lightpref.run import checkpointing
 
         if self.point == "write":
             real_save = checkpointing.torch.save

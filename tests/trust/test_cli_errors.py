@@ -109,8 +109,8 @@ def test_an_unexpected_error_keeps_its_traceback_and_gets_a_summary(fit_args, ca
 def test_the_rule_in_isolation(tmp_path):
     """Deliberate raises in lightpref count; the same types from a failing call inside lightpref, or from code
     outside it, do not."""
-    from lightpref.guards import NonFiniteGuard
     from lightpref.io import file_sha256
+    from lightpref.run.guards import NonFiniteGuard
 
     with pytest.raises(ValueError) as deliberate:
         NonFiniteGuard(max_skipped_share=2.0)
@@ -125,7 +125,7 @@ def test_the_rule_in_isolation(tmp_path):
 
 def test_fit_refuses_a_non_empty_export_directory_before_loading_a_model(fit_args, tmp_path, capsys, monkeypatch):
     """As ``lightpref export`` does without ``--overwrite``: files already there survive unless the run is told."""
-    from lightpref.pretrained import ModelSource
+    from lightpref.models.pretrained import ModelSource
 
     export = tmp_path / "export"
     export.mkdir()
@@ -195,7 +195,7 @@ def test_an_unknown_hub_name_offline_is_one_message(fit_args, capsys, monkeypatc
 
 def test_an_error_is_looked_through_only_when_jsonargparse_wrapped_it():
     """A bug raised while handling a user's mistake stays a bug; a full disk anywhere in the chain is a message."""
-    from lightpref.guards import NonFiniteGuard
+    from lightpref.run.guards import NonFiniteGuard
 
     with pytest.raises(KeyError) as bug:
         try:

@@ -42,7 +42,7 @@ def write_job(root: Path, checkpoint: Path, pairs: Path) -> Path:
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                  "init_args": {"filename": "{step}", "every_n_train_steps": 2, "save_top_k": -1, "save_last": False}},
-                {"class_path": "lightpref.run_callbacks.FinalCheckpoint"},
+                {"class_path": "lightpref.run.callbacks.FinalCheckpoint"},
                 {"class_path": "faults.Faults"},
                 {"class_path": "faults.LossLog", "init_args": {"path": str(root / "losses.jsonl")}},
             ],
@@ -50,7 +50,8 @@ def write_job(root: Path, checkpoint: Path, pairs: Path) -> Path:
         "model": {
             "pretrained": str(checkpoint), "loss": "sgdpo", "export_dir": None,
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}},
-            "lr_scheduler": {"class_path": "lightpref.schedules.WarmupCosineLR", "init_args": {"warmup_steps": 2}},
+            "lr_scheduler": {"class_path": "lightpref.training.schedules.WarmupCosineLR",
+                             "init_args": {"warmup_steps": 2}},
         },
         "data": {"train_files": str(pairs), "batch_size": 4, "max_length": 64, "max_prompt_length": 32},
     }

@@ -4,7 +4,7 @@ import pytest
 from faults import AlwaysNaNDPO
 from scaling_probe import fit_tiny
 
-from lightpref.guards import NonFiniteGuard, NonFiniteRunError
+from lightpref.run.guards import NonFiniteGuard, NonFiniteRunError
 
 
 def test_every_step_non_finite_stops_once_the_minimum_count_is_reached(tiny_checkpoint, pairs_file, tmp_path):

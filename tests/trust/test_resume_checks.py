@@ -5,10 +5,11 @@ checkpoint of the run across its ``version_N`` directories, or stops with an err
 import pytest
 from scaling_probe import fit_tiny
 
-from lightpref.checkpointing import SafeCheckpoints, SameCheckpointEverywhere
 from lightpref.cli import build_cli, main
 from lightpref.losses.ipo import IPO
-from lightpref.resume import NoCheckpointError, ResumeMismatchError, resume_command
+from lightpref.run.checkpointing import SafeCheckpoints
+from lightpref.run.last import SameCheckpointEverywhere
+from lightpref.run.resume import NoCheckpointError, ResumeMismatchError, resume_command
 from lightpref.testing import save_tiny_checkpoint
 
 

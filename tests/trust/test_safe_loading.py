@@ -9,8 +9,8 @@ import torch.distributed.checkpoint as dcp
 from faults import Payload
 from scaling_probe import fit_tiny
 
-from lightpref.checkpointing import AtomicCheckpointIO, validate_checkpoint
-from lightpref.safe_load import UnsafeCheckpointError, torch_load
+from lightpref.run.checkpointing import AtomicCheckpointIO, validate_checkpoint
+from lightpref.run.safe_load import UnsafeCheckpointError, torch_load
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_lightprefs_own_checkpoints_load_weights_only(saved_run):
 def test_docstring_example_refuses_a_payload():
     import doctest
 
-    from lightpref import safe_load
+    from lightpref.run import safe_load
 
     failures, attempted = doctest.testmod(safe_load)
     assert attempted > 0 and failures == 0

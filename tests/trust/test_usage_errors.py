@@ -5,7 +5,7 @@ import doctest
 
 import pytest
 
-import lightpref.usage_errors
+import lightpref.commands.usage_errors
 from lightpref.cli import main
 
 TIP = "tip: For details of accepted options run: lightpref {command} --help"
@@ -68,5 +68,5 @@ def test_a_mistyped_optimizer_argument_is_one_line(base_args, capsys):
 
 
 def test_docstring_examples():
-    failures, attempted = doctest.testmod(lightpref.usage_errors)
+    failures, attempted = doctest.testmod(lightpref.commands.usage_errors)
     assert attempted and not failures

@@ -1,6 +1,6 @@
 """From one forward's per-row log-probs to the records a loss consumes: pairs picked out of groups, or groups.
 
-The models score every row of a batch once (:class:`~lightpref.packing.Scorer`); these functions only index and
+The models score every row of a batch once (:class:`~lightpref.training.packing.Scorer`); these functions only index and
 reduce the result, so the pairs formed inside a group share its forward and its gradient flows back through it.
 
 >>> groups, scores = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([1.0, 3.0, 2.0, 0.0, 5.0])
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from lightpref.batch import GroupBatch, Sequences
-from lightpref.forward import TokenLogProbs
 from lightpref.losses.shapes import RankedLogProbs
+from lightpref.training.forward import TokenLogProbs
 
 
 def batch_groups(batch: Sequences) -> tuple[Tensor, Tensor]:

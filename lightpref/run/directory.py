@@ -81,7 +81,7 @@ def checkpoint_directories(trainer: Trainer) -> list[Path]:
     """The directories this run writes checkpoints to, as Lightning resolves them: each ModelCheckpoint's
     ``dirpath``, else the first logger's ``version_N`` (its ``checkpoints`` folder is inside), else
     ``<default_root_dir>/checkpoints``; and the directory of a SIGTERM checkpoint given its own ``dirpath``."""
-    from lightpref.checkpointing import SafeCheckpoints
+    from lightpref.run.checkpointing import SafeCheckpoints
 
     directories = []
     for callback in trainer.callbacks:

@@ -1,9 +1,9 @@
 """Sharded strategies whose checkpoints are written atomically: FSDP2 (also on CPU) and FSDP1 (GPU).
 
-Use them by class path, e.g. ``--trainer.strategy lightpref.strategies.FSDP2Strategy``
+Use them by class path, e.g. ``--trainer.strategy lightpref.run.strategies.FSDP2Strategy``
 (``configs/fsdp2.yaml``, ``configs/fsdp.yaml``). A sharded checkpoint is a directory (one file per rank plus
 metadata); these strategies write it under a hidden name and rename it into place once every rank has finished,
-and check it (:func:`lightpref.checkpointing.validate_checkpoint`) before loading it. Plain single-file
+and check it (:func:`lightpref.run.checkpointing.validate_checkpoint`) before loading it. Plain single-file
 checkpoints go through the strategy's ``CheckpointIO`` as usual.
 """
 
@@ -19,15 +19,15 @@ from lightning.fabric.plugins.collectives.torch_collective import default_pg_tim
 from lightning.pytorch.strategies import FSDPStrategy as LightningFSDPStrategy
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from lightpref.checkpointing import (
+from lightpref.run.checkpointing import (
     SHARDED_METADATA,
     remove_path,
     replace_atomically,
     staging_path,
     validate_checkpoint,
 )
-from lightpref.safe_load import SafeFileSystemReader, refusal, torch_load, unsafe
-from lightpref.sharding import decoder_layer_policy
+from lightpref.run.safe_load import SafeFileSystemReader, refusal, torch_load, unsafe
+from lightpref.run.sharding import decoder_layer_policy
 
 EXTRA_STATES = "lightpref_extra_states"  # modules' get_extra_state() values, kept beside the shards
 EXTRA_SUFFIX = "_extra_state"
@@ -69,7 +69,7 @@ class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
     """Lightning's ``ModelParallelStrategy`` used as plain FSDP2: every process in one data-parallel dimension.
 
     ``PreferenceModule.configure_model`` applies ``fully_shard`` to each decoder layer and the rest of both the
-    policy and the reference (:func:`lightpref.sharding.shard_models`). Runs on GPUs (NCCL) and on CPUs (gloo).
+    policy and the reference (:func:`lightpref.run.sharding.shard_models`). Runs on GPUs (NCCL) and on CPUs (gloo).
 
     Args:
         data_parallel_size: processes that shard the models; ``"auto"`` is all of them (nodes × devices).
@@ -147,7 +147,7 @@ class FSDP2Strategy(_AtomicShardedCheckpoints, ModelParallelStrategy):
 
 class FSDPStrategy(_AtomicShardedCheckpoints, LightningFSDPStrategy):
     """Lightning's FSDP (FSDP1) with lightpref's defaults: a unit per decoder layer and per model (policy and
-    reference alike, :func:`lightpref.sharding.decoder_layer_policy`) and sharded checkpoints, written atomically.
+    reference alike, :func:`lightpref.run.sharding.decoder_layer_policy`) and sharded checkpoints, written atomically.
 
     Takes every argument of ``lightning.pytorch.strategies.FSDPStrategy``.
     """

@@ -3,10 +3,12 @@
 What it adds to Lightning's own CLI:
 
 - a loss given by registered name takes arguments like a class path does: ``--model.loss dpo
-  --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}``;
+  --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}`` (every
+  :class:`~lightpref.commands.usage_errors.PreferenceArgumentParser` does this, see
+  :mod:`lightpref.commands.loss_names`);
 - help that reads cleanly: lightpref's model and data options first, Lightning's trainer options by their first
   sentence, no markup, a short usage line;
-- the run callbacks of :mod:`lightpref.run_callbacks` (a final checkpoint, first/last-step logging, the learning
+- the run callbacks of :mod:`lightpref.run.callbacks` (a final checkpoint, first/last-step logging, the learning
   rate, validation at step 0) unless the config brings its own of the same kind;
 - no third-party adverts or warnings about what lightpref does on purpose (see :func:`quiet_known_noise`).
 
@@ -15,10 +17,8 @@ What it adds to Lightning's own CLI:
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import re
-import typing
 import warnings
 from argparse import Action
 from collections.abc import Mapping, Sequence
@@ -29,16 +29,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightpref.commands.loss_names import is_loss_type
+from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
-from lightpref.losses import PreferenceLoss
-from lightpref.losses.registry import loaded_class_path, registered_names
-from lightpref.module import PreferenceModule
-from lightpref.resume import CheckpointPathCLI
-from lightpref.run_callbacks import with_run_callbacks
-from lightpref.run_directory import RunDirectories
-from lightpref.run_summary import DiskReport, RunModelSummary
-from lightpref.strategies import register_strategies
-from lightpref.usage_errors import PreferenceArgumentParser
+from lightpref.losses.registry import registered_names
+from lightpref.run.callbacks import with_run_callbacks
+from lightpref.run.directory import RunDirectories
+from lightpref.run.last import CheckpointPathCLI
+from lightpref.run.strategies import register_strategies
+from lightpref.run.summary import DiskReport, RunModelSummary
+from lightpref.training.module import PreferenceModule
 
 DESCRIPTIONS = {
     "fit": "Train a policy. Options are config keys; a value on the command line overrides the config's.",
@@ -50,81 +50,11 @@ USAGES = {"iterate": "usage: lightpref iterate --config FILE.yaml [--ckpt_path l
 GROUP_TITLES = {
     "iterate": "--iterate.*  what each round samples, how it is scored and paired, what is held out "
                "(lightpref.iterate.settings.Iteration)",
-    "model": "--model.*  the policy, its reference and the loss (lightpref.module.PreferenceModule)",
+    "model": "--model.*  the policy, its reference and the loss (lightpref.training.module.PreferenceModule)",
     "data": "--data.*  the preference data (lightpref.data.PreferenceDataModule)",
     "trainer": "--trainer.*  Lightning's Trainer (first sentence of each; details in the Lightning Trainer docs)",
 }
 SHORT_HELP = ("trainer.", "ckpt_path", "weights_only")  # Lightning's own options: their first sentence only
-
-
-# --- registered loss names as class paths ---------------------------------------------------------------------------
-
-def _is_loss_type(typehint: Any) -> bool:
-    if isinstance(typehint, tuple):
-        return any(_is_loss_type(part) for part in typehint)
-    if isinstance(typehint, type):
-        return issubclass(typehint, PreferenceLoss)
-    return any(_is_loss_type(part) for part in typing.get_args(typehint))
-
-
-def resolve_registered_loss_names() -> None:
-    """Teach jsonargparse that a registered loss name (``dpo``) names its class, as a class name (``DPO``) does, and
-    that a new loss starts from its own defaults.
-
-    jsonargparse resolves a short class path by the names of the subclasses already imported, which are class names,
-    not registry names, and only after their plugin was imported. This wraps its resolver so that, for a parameter
-    typed ``PreferenceLoss``, a registered name resolves to the class its entry point names, without importing any
-    other plugin; every other name is resolved as before.
-
-    When a later config or flag changes the class, jsonargparse keeps the earlier class's arguments that the new one
-    also accepts — defaults included. For losses that is wrong: ``--model.loss simpo`` over a config's ``loss: dpo``
-    would train SimPO with DPO's β = 0.1 instead of its own 2.0. So a loss given anew drops the old loss's arguments;
-    arguments given after it (``--model.loss simpo --model.loss.init_args.beta 2.5``) apply as usual.
-    """
-    from jsonargparse import _typehints
-
-    needed = ("resolve_class_path_by_name", "discard_init_args_on_class_path_change", "subclass_spec_as_namespace",
-              "import_object")
-    missing = [name for name in needed if not callable(getattr(_typehints, name, None))]
-    if missing:  # private functions: a jsonargparse release may rename them
-        version = importlib.metadata.version("jsonargparse")
-        raise RuntimeError(
-            f"lightpref cannot resolve loss names with jsonargparse {version} (it lacks {', '.join(missing)}); "
-            "install a release lightpref supports: pip install 'jsonargparse[signatures]>=4.32,<5'"
-        )
-    resolve_original = _typehints.resolve_class_path_by_name
-    if getattr(resolve_original, "resolves_loss_names", False):
-        return
-    discard_original = _typehints.discard_init_args_on_class_path_change
-
-    def resolve(cls: Any, name: str) -> str:
-        if isinstance(name, str) and "." not in name and _is_loss_type(cls):
-            path = loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
-            if path is not None:
-                return path
-        return resolve_original(cls, name)
-
-    def discard(parser_or_action: Any, previous: Any, value: Any) -> None:
-        if previous and "init_args" in previous and previous["class_path"] != value["class_path"]:
-            if _is_loss_type(_importable(value["class_path"])):
-                previous = _typehints.subclass_spec_as_namespace(previous)
-                for key in list(previous.init_args.keys()):
-                    previous.init_args.pop(key)
-                return
-        discard_original(parser_or_action, previous, value)
-
-    resolve.resolves_loss_names = True  # type: ignore[attr-defined]
-    _typehints.resolve_class_path_by_name = resolve
-    _typehints.discard_init_args_on_class_path_change = discard
-
-
-def _importable(path: Any) -> Any:
-    from jsonargparse import _typehints
-
-    try:
-        return _typehints.import_object(path)
-    except Exception:  # not a class path: jsonargparse reports it as it does any other
-        return None
 
 
 # --- help ------------------------------------------------------------------------------------------------------------
@@ -173,7 +103,7 @@ class HelpFormatter(DefaultHelpFormatter):
             text = super()._get_help_string(action)
         finally:
             action.help = original
-        if _is_loss_type(getattr(action, "_typehint", None)):
+        if is_loss_type(getattr(action, "_typehint", None)):
             text = _KNOWN_SUBCLASSES.sub(", registered names: " + ", ".join(registered_names()), text)
         return plain_text(_KNOWN_SUBCLASSES.sub("", text))
 
@@ -214,7 +144,7 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
 
     def before_fit(self) -> None:
         """``--ckpt_path last`` resolved first (this run holds no directory yet), then the run claims its own
-        ``version_N`` and holds its checkpoint directories (:mod:`lightpref.run_directory`)."""
+        ``version_N`` and holds its checkpoint directories (:mod:`lightpref.run.directory`)."""
         super().before_fit()
         claiming = self.trainer.global_rank == 0  # the other processes of a run use the directory it claims
         self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
@@ -252,10 +182,10 @@ def quiet_known_noise() -> None:
     - Lightning's "💡 Tip" adverts for its cloud products, and its note that lightpref's own model summary
       replaces its default one;
     - "Found N module(s) in eval mode at the start of training": the frozen reference is in eval mode by design
-      (:class:`~lightpref.run_callbacks.PolicyTrainMode` checks that no *policy* module is);
+      (:class:`~lightpref.run.callbacks.PolicyTrainMode` checks that no *policy* module is);
     - "Total length of `list` across ranks is zero": the DataModule's way of saying there is no validation data;
     - "The number of training batches is smaller than the logging interval": the first and last steps are logged
-      anyway (:class:`~lightpref.run_callbacks.LogFirstAndLastStep`);
+      anyway (:class:`~lightpref.run.callbacks.LogFirstAndLastStep`);
     - Lightning's own use of torch's deprecated ``LeafSpec`` and of jsonargparse's deprecated calls;
       transformers' deprecation of ``is_gradient_checkpointing``, which peft reads; peft's ``loftq_config``
       warning, raised because the config parser fills every LoraConfig field with its default.
@@ -280,7 +210,6 @@ def build_cli(args: Sequence[str] | None, run: bool = True,
     if not run and args and args[0] in DESCRIPTIONS:
         args = args[1:]  # without running, LightningCLI takes no subcommand
     register_strategies()  # `--trainer.strategy fsdp2`
-    resolve_registered_loss_names()
     quiet_known_noise()
     parser_kwargs: dict[str, Any] = {"prog": "lightpref", "formatter_class": HelpFormatter}
     if run:

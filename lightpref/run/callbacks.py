@@ -40,7 +40,7 @@ class FinalCheckpoint(ModelCheckpoint):
 
     It is overwritten whenever Lightning's default checkpoint would be written (after a validation, or an epoch), at
     the end of training when the last step was not saved yet, and when a one-process run is interrupted with Ctrl-C
-    (the state reached so far; SIGTERM is handled by :class:`lightpref.checkpointing.SafeCheckpoints`, which writes
+    (the state reached so far; SIGTERM is handled by :class:`lightpref.run.checkpointing.SafeCheckpoints`, which writes
     the same file). Resume with ``--ckpt_path last``. It holds the trained weights and the optimiser state (for
     AdamW about 3× the weights in float32), and never the frozen reference.
 

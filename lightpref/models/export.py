@@ -1,7 +1,7 @@
 """Exporting a trained policy in Hugging Face format: at the end of ``fit``, or from a checkpoint later.
 
-``lightpref export CHECKPOINT OUTPUT`` rebuilds the policy from the :class:`~lightpref.pretrained.ModelSource` the
-checkpoint records (model, GGUF file, load settings, adapter; plain data), loads the trained weights, and writes a
+``lightpref export CHECKPOINT OUTPUT`` rebuilds the policy from the :class:`~lightpref.models.pretrained.ModelSource`
+the checkpoint records (model, GGUF file, load settings, adapter; plain data), loads the trained weights, and writes a
 directory that ``AutoModelForCausalLM.from_pretrained`` loads. A LoRA policy is merged into its base weights unless
 ``--adapter-only`` asks for the adapter alone (loadable with peft on top of the same base).
 
@@ -23,20 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the rest is imported where used: `lightpref export --help` needs neither Lightning nor peft
     from torch import nn
+    from transformers import PreTrainedTokenizerBase
 
-    from lightpref.pretrained import ModelSource
+    from lightpref.models.pretrained import ModelSource
 
 CHECKPOINT_KEY = "lightpref"
 
 
-def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool = True,
+def save_policy(policy: nn.Module, directory: Path, tokenizer: PreTrainedTokenizerBase, merge: bool = True,
                 source: ModelSource | None = None) -> None:
     """Write ``policy`` and ``tokenizer`` to ``directory``; a peft policy is merged (on a copy) unless not asked.
 
     An adapter saved alone records ``source`` (as the user named it) as its base model. Every file gets the usual
     permissions (``0o666`` less the umask).
     """
-    from lightpref.pretrained import quiet_transformers_progress
+    from lightpref.models.pretrained import quiet_transformers_progress
 
     with quiet_transformers_progress():
         _save_policy(policy, directory, merge, source)
@@ -47,7 +48,7 @@ def save_policy(policy: nn.Module, directory: Path, tokenizer: Any, merge: bool 
 def _save_policy(policy: nn.Module, directory: Path, merge: bool, source: ModelSource | None) -> None:
     from peft import PeftModel
 
-    from lightpref.adapters import POLICY_ADAPTER
+    from lightpref.models.adapters import POLICY_ADAPTER
 
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(policy, PeftModel):
@@ -100,14 +101,14 @@ def is_frozen_entry(key: str, frozen: frozenset[str]) -> bool:
 def read_checkpoint(checkpoint: Path) -> dict[str, Any]:
     """A lightpref checkpoint's contents, loaded without unpickling arbitrary objects.
 
-    Raises :class:`~lightpref.checkpointing.CorruptCheckpointError` for a truncated or damaged file, and
+    Raises :class:`~lightpref.run.checkpointing.CorruptCheckpointError` for a truncated or damaged file, and
     ``ValueError`` for one that holds something other than tensors and plain data or was not written by lightpref.
     """
     import torch
 
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
-    from lightpref.checkpointing import CorruptCheckpointError, validate_checkpoint  # imports Lightning: only here
+    from lightpref.run.checkpointing import CorruptCheckpointError, validate_checkpoint  # imports Lightning: only here
 
     if checkpoint.is_dir():
         raise ValueError(f"{checkpoint} is a sharded (directory) checkpoint; export reads single-file checkpoints: "
@@ -144,7 +145,7 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
 
     ``output`` must be empty or absent unless ``overwrite``; ``trust_remote_code`` is the caller's decision alone.
     """
-    from lightpref.pretrained import ModelSource
+    from lightpref.models.pretrained import ModelSource
 
     checkpoint, output = Path(checkpoint), Path(output)
     refuse_to_overwrite(output, overwrite, "the export directory", "pass --overwrite")

@@ -1,6 +1,6 @@
 """Sharding the policy and the frozen reference the same way: FSDP2 (``fully_shard``) and FSDP1 wrap policies.
 
-Under FSDP2 (:class:`lightpref.strategies.FSDP2Strategy`, or Lightning's ``ModelParallelStrategy``) the module's
+Under FSDP2 (:class:`lightpref.run.strategies.FSDP2Strategy`, or Lightning's ``ModelParallelStrategy``) the module's
 ``configure_model()`` calls :func:`shard_models` once both models are built. Each model is cut into the same groups:
 
 - one group per decoder layer (the model's ``_no_split_modules`` classes);
@@ -69,7 +69,7 @@ def data_parallel_mesh(mesh: DeviceMesh) -> DeviceMesh:
         raise ValueError(
             f"lightpref shards with FSDP2 over data-parallel ranks only, but the device mesh has "
             f"tensor_parallel_size={mesh['tensor_parallel'].size()}; use `--trainer.strategy fsdp2` "
-            "(lightpref.strategies.FSDP2Strategy), or set `trainer.strategy.init_args.tensor_parallel_size: 1` and "
+            "(lightpref.run.strategies.FSDP2Strategy), or set `trainer.strategy.init_args.tensor_parallel_size: 1` and "
             "`data_parallel_size` to the number of processes"
         )
     return mesh["data_parallel"] if "data_parallel" in names else mesh
@@ -142,8 +142,8 @@ def unsharded_copy(root: nn.Module, prefix: str, build: Callable[[], nn.Module])
 def decoder_layer_policy(module: nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
     """FSDP1 ``auto_wrap_policy``: a unit per decoder layer and per whole model, for the policy and the reference.
 
-    Pass it as ``trainer.strategy.init_args.auto_wrap_policy: lightpref.sharding.decoder_layer_policy`` (the
-    default of :class:`lightpref.strategies.FSDPStrategy`).
+    Pass it as ``trainer.strategy.init_args.auto_wrap_policy: lightpref.run.sharding.decoder_layer_policy`` (the
+    default of :class:`lightpref.run.strategies.FSDPStrategy`).
     """
     if recurse:
         return True

@@ -3,8 +3,8 @@
 The cache holds, for every pair of a split and every prompt view, the reference's log-prob of each completion
 token (sums and token means derive from them exactly). It lives in ``<directory>/<key>/`` where the key covers the
 reference's weights by content, the tokenised data and its split, the prompt views and the load settings (see
-:class:`lightpref.reference.Precomputed`), so a change to any of them makes a new cache. Each file carries its key
-and a checksum of every tensor it stores (counts, offsets and values): a stale, truncated or corrupt file is
+:class:`lightpref.training.reference.Precomputed`), so a change to any of them makes a new cache. Each file carries its
+key and a checksum of every tensor it stores (counts, offsets and values): a stale, truncated or corrupt file is
 detected, reported with its path and rebuilt, never used.
 
 With several processes each computes its share of the pairs and writes a shard; after a barrier the first
@@ -25,9 +25,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lightpref.batch import MAIN, GroupBatch, PairBatch, Sequences
-from lightpref.forward import TokenLogProbs
 from lightpref.io import atomic_path
-from lightpref.records import group_positions
+from lightpref.training.forward import TokenLogProbs
+from lightpref.training.records import group_positions
 
 CACHE_VERSION = 2  # 2: the checksum covers counts, offsets and values
 STORED = ("counts", "offsets", "values")

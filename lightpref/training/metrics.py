@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lightpref.batch import split_pairs
-from lightpref.forward import TokenLogProbs
 from lightpref.losses import LogProbs, LossOutput
+from lightpref.training.forward import TokenLogProbs
 
 
 def batch_metrics(output: LossOutput, policy_tokens: TokenLogProbs, vocab: int | None) -> dict[str, Tensor]:

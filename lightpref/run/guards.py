@@ -1,10 +1,10 @@
 """``NonFiniteGuard``: an optimiser step whose loss or gradient is NaN/inf is skipped and counted, or stops the run;
 a run in which too many steps were skipped stops with an error instead of passing for a trained one.
 
-:class:`~lightpref.module.PreferenceModule` adds one with its ``on_nonfinite`` argument (``skip`` by default). To
-change the share of skipped steps a run tolerates, give the trainer a guard of your own, which replaces the default::
+:class:`~lightpref.training.module.PreferenceModule` adds one with its ``on_nonfinite`` argument (``skip`` by default).
+To change the share of skipped steps a run tolerates, give the trainer a guard of your own, which replaces the default::
 
-    lightpref fit ... --trainer.callbacks+=lightpref.guards.NonFiniteGuard \\
+    lightpref fit ... --trainer.callbacks+=lightpref.run.guards.NonFiniteGuard \\
         --trainer.callbacks.max_skipped_share=0.5
 """
 
@@ -147,7 +147,7 @@ class NonFiniteGuard(Callback):
             f"({self.skipped_steps / self.steps:.0%}) had a non-finite loss or gradient and were skipped, more than "
             f"the {self.max_skipped_share:.0%} a run may skip; its weights are not a trained policy, so the run stops "
             "and exports nothing. Lower the learning rate, check the data (or `model.dtype`), or allow more with "
-            "`--trainer.callbacks+=lightpref.guards.NonFiniteGuard --trainer.callbacks.max_skipped_share=0.5`"
+            "`--trainer.callbacks+=lightpref.run.guards.NonFiniteGuard --trainer.callbacks.max_skipped_share=0.5`"
         )
 
     def on_train_batch_end(

@@ -4,44 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from peft import PeftConfig
 from torch import Tensor, nn
 
 from lightpref.batch import RANKED, GroupBatch, PairBatch, split_pairs
-from lightpref.checkpointing import run_safety_callbacks
-from lightpref.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
-from lightpref.forward import TokenLogProbs
-from lightpref.group_pairs import AllPairs, GroupPairs
-from lightpref.guards import ACTIONS, check_optimizer
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
 from lightpref.losses.shapes import check_data_shape
-from lightpref.metrics import batch_metrics, log_metrics
-from lightpref.packing import Scorer
-from lightpref.pretrained import ModelSource
-from lightpref.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
-from lightpref.reference import PrecomputeContext, build_reference
-from lightpref.schedules import optimisation
-from lightpref.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.models.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry
+from lightpref.models.pretrained import ModelSource
+from lightpref.run.checkpointing import run_safety_callbacks
+from lightpref.run.guards import ACTIONS, check_optimizer
+from lightpref.run.sharding import is_sharded, shard_models
+from lightpref.training.export_at_end import ExportAtEnd
+from lightpref.training.forward import TokenLogProbs
+from lightpref.training.group_pairs import AllPairs, GroupPairs
+from lightpref.training.metrics import batch_metrics, log_metrics
+from lightpref.training.packing import Scorer
+from lightpref.training.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
+from lightpref.training.reference import PrecomputeContext, build_reference
+from lightpref.training.schedules import optimisation
 from lightpref.views import PromptView
 
 DEFAULT_LR = 5e-7
 
 
-class PreferenceModule(LightningModule):
+class PreferenceModule(ExportAtEnd, LightningModule):
     """Preference optimisation of a causal LM against a frozen reference copy of it.
 
     The models are built in :meth:`configure_model`, so strategies that shard (FSDP) can build them shard by shard.
-    The reference (a :class:`~lightpref.reference.Reference`, chosen once from the settings below) is frozen, kept
-    in eval mode, excluded from the optimiser and not written into checkpoints (except FSDP ones, which load every
+    The reference (a :class:`~lightpref.training.reference.Reference`, chosen once from the settings below) is frozen,
+    kept in eval mode, excluded from the optimiser and not written into checkpoints (except FSDP ones, which load every
     key; see docs/scaling.md); a loss that needs no reference never loads one. Nor are a LoRA policy's frozen base
     weights: its checkpoints hold the adapter, and the base is loaded from ``pretrained`` again on resume or export.
 
@@ -55,7 +54,7 @@ class PreferenceModule(LightningModule):
         attn_implementation: transformers attention implementation (``sdpa``, ``eager``, ``flash_attention_2``…).
         trust_remote_code: run model code shipped with the checkpoint (off unless you trust it).
         optimizer: optimiser factory; ``None`` is AdamW with lr 5e-7 and no weight decay.
-        lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.schedules.WarmupCosineLR`.
+        lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.training.schedules.WarmupCosineLR`.
         logits_chunk_size: completion positions projected to the vocabulary at a time (bounds logits memory);
             ``None`` uses the model's own full forward.
         export_dir: where the trained policy and tokenizer are saved in Hugging Face format at the end of ``fit``,
@@ -78,13 +77,13 @@ class PreferenceModule(LightningModule):
         quantization_bits: load the base weights in 4 or 8 bits with bitsandbytes (QLoRA; needs a CUDA GPU and
             ``model.peft``).
         shared_prompt: run each pair as one sequence ``prompt ∥ chosen ∥ rejected`` (the prompt computed once) with
-            a mask that hides chosen from rejected; exact, see :mod:`lightpref.packing`.
+            a mask that hides chosen from rejected; exact, see :mod:`lightpref.training.packing`.
         packing: pack the batch's sequences into rows without padding (attention does not cross sequences);
             exact. Either falls back to the plain forward, with a warning, where the attention implementation
             cannot do it.
         group_pairs: with ranked data and a pairwise loss, the pairs trained on inside each group
-            (:mod:`lightpref.group_pairs`): ``AllPairs`` (every pair with different scores, or a gap of at least
-            ``min_gap``; the default), ``BestVsRest`` or ``BestVsWorst``. A group's pairs share its one forward.
+            (:mod:`lightpref.training.group_pairs`): ``AllPairs`` (every pair with different scores, or a gap of at
+            least ``min_gap``; the default), ``BestVsRest`` or ``BestVsWorst``. A group's pairs share its one forward.
     """
 
     def __init__(
@@ -290,37 +289,6 @@ class PreferenceModule(LightningModule):
         """State-dict keys of the policy's frozen parameters (a LoRA policy's base weights): checkpoints leave them
         out, since :attr:`source` supplies them whenever the policy is built (and the run record pins its content)."""
         return frozen_entries(self.policy, "policy.") if self.policy is not None else frozenset()
-
-    def export_directory(self) -> Path | None:
-        """Where ``fit`` saves the trained policy (``export_dir`` under the run's log directory), or ``None``."""
-        if self.export_dir is None:
-            return None
-        directory = Path(self.export_dir)
-        if not directory.is_absolute():  # `trainer.log_dir` is collective under DDP/FSDP: read it on every rank
-            directory = Path(self.trainer.log_dir or self.trainer.default_root_dir) / directory
-        return directory
-
-    def setup(self, stage: str) -> None:
-        """Before a fit loads any model: refuse an export directory that would overwrite files (unless allowed)."""
-        directory = self.export_directory() if stage == "fit" else None
-        if directory is not None:
-            refuse_to_overwrite(directory, self.export_overwrite, "`model.export_dir`:",
-                                "set `model.export_overwrite: true`")
-
-    def on_train_end(self) -> None:
-        directory = self.export_directory()
-        if directory is None:
-            return
-        policy = self.policy
-        if is_sharded(self):  # FSDP: every rank sends its shards; rank 0 gets an unsharded copy to save
-            policy = unsharded_copy(self.trainer.strategy.model, "policy.", self.source.load_model)
-        if not self.trainer.is_global_zero:
-            return
-        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
-        if tokenizer is None:
-            tokenizer = self.source.load_tokenizer()
-        save_policy(policy, directory, tokenizer, source=self.source)
-        rank_zero_info(f"Saved the trained policy and tokenizer in Hugging Face format to {directory}")
 
 
 def _rebuilt_from_source(key: str, frozen_policy_keys: frozenset[str]) -> bool:

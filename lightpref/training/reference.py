@@ -4,11 +4,11 @@
 - :class:`AdapterBase`: the policy itself with its adapter switched off (or its frozen SFT adapter switched on),
   so the weights are in memory once.
 - :class:`Precomputed`: the log-probs of one of the above, computed once over the data before training, kept on
-  disk (:mod:`lightpref.reference_cache`), after which the model is freed.
+  disk (:mod:`lightpref.training.reference_cache`), after which the model is freed.
 - :class:`NoReference`: for losses that need none; nothing is ever loaded.
 
 :func:`build_reference` picks the implementation once; the module holds the result and never asks which it is.
-Each implementation scores a batch with the module's :class:`~lightpref.packing.Scorer`, the training forward.
+Each implementation scores a batch with the module's :class:`~lightpref.training.packing.Scorer`, the training forward.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightpref.adapters import as_reference
 from lightpref.batch import MAIN, PairBatch, Sequences
-from lightpref.forward import TokenLogProbs
 from lightpref.io import cache_root, fingerprint
-from lightpref.packing import Scorer
-from lightpref.pretrained import ModelSource
-from lightpref.reference_cache import CACHE_VERSION, ReferenceCache
+from lightpref.models.adapters import as_reference
+from lightpref.models.pretrained import ModelSource
+from lightpref.training.forward import TokenLogProbs
+from lightpref.training.packing import Scorer
+from lightpref.training.reference_cache import CACHE_VERSION, ReferenceCache
 
 PolicyGetter = Callable[[], nn.Module]
 

@@ -21,6 +21,8 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
+from lightpref.commands.loss_names import resolve_registered_loss_names
+
 _UNRECOGNIZED = re.compile(r"^unrecognized arguments: (?P<args>.*)$", re.DOTALL)
 _NOT_ACCEPTED = re.compile(r"^(?:Subcommand '[^']*'|Group '(?P<group>[^']*)') does not accept option '(?P<key>[^']*)'$")
 _UNION = re.compile(r"^Parser key \"(?P<key>[^\"]+)\":\s*\n\s*Does not validate against any of the Union subtypes")
@@ -100,7 +102,13 @@ def one_line(message: str, parser: Any) -> str:
 
 
 class PreferenceArgumentParser(LightningArgumentParser):
-    """Lightning's argument parser, whose usage errors are one line with the nearest valid names (see above)."""
+    """Lightning's argument parser, whose usage errors are one line with the nearest valid names (see above), and
+    in which a registered loss name is a class path (:mod:`lightpref.commands.loss_names`). Every lightpref command
+    that parses a config builds its parser from this class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        resolve_registered_loss_names()
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self

@@ -1,8 +1,8 @@
 """Learning-rate schedules: linear warm-up, then cosine or linear decay, stepped once per optimiser step.
 
-``total_steps`` may be left out: :class:`~lightpref.module.PreferenceModule` fills it from the trainer's estimate of
-the run's optimiser steps before the first step (:meth:`WarmupDecay.set_total_steps`), and the first step's learning
-rate is computed again then, so a fractional warm-up starts at 0 like any other.
+``total_steps`` may be left out: :class:`~lightpref.training.module.PreferenceModule` fills it from the trainer's
+estimate of the run's optimiser steps before the first step (:meth:`WarmupDecay.set_total_steps`), and the first step's
+learning rate is computed again then, so a fractional warm-up starts at 0 like any other.
 
 transformers' ``get_cosine_schedule_with_warmup`` and torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` compute
 the same curves but need the step count when they are built, which a config cannot give before the trainer exists;

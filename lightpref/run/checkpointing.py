@@ -2,16 +2,16 @@
 
 - :class:`AtomicCheckpointIO` writes a checkpoint file next to its target under a hidden name, flushes it to disk
   and renames it into place, so a crash mid-save leaves the previous checkpoint, never a truncated one that looks
-  valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.strategies`.
+  valid. Sharded (directory) checkpoints get the same treatment from :mod:`lightpref.run.strategies`.
 - :func:`validate_checkpoint` checks a file's zip CRCs, or a sharded directory's metadata (read without unpickling
-  anything but its own classes, :mod:`lightpref.safe_load`) and shard sizes, before anything is loaded, and raises
+  anything but its own classes, :mod:`lightpref.run.safe_load`) and shard sizes, before anything is loaded, and raises
   :class:`CorruptCheckpointError` naming the path and what to do. Checkpoints are then read with
-  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.safe_load.UnsafeCheckpointError`.
-- :class:`SafeCheckpoints` (added by :class:`~lightpref.module.PreferenceModule` unless the trainer has one)
+  ``weights_only=True``: a file holding other objects raises :class:`~lightpref.run.safe_load.UnsafeCheckpointError`.
+- :class:`SafeCheckpoints` (added by :class:`~lightpref.training.module.PreferenceModule` unless the trainer has one)
   installs the IO above, saves every rank's random state in each checkpoint, and on SIGTERM — what a cluster
   scheduler sends before it kills a job — lets every rank finish the optimiser step in progress, saves
   ``last.ckpt``, prints the command that resumes and exits with status 0. It also records in each checkpoint what
-  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.resume`).
+  the run trains, and refuses to resume a fit with something else (:mod:`lightpref.run.resume`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightpref.resume import PARTS, RECORD_KEY, NoCheckpointError, check_resume, resume_command, run_record
-from lightpref.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
-from lightpref.safe_load import CorruptCheckpointError as CorruptCheckpointError
-from lightpref.safe_load import refusal, unsafe, validate_checkpoint
+from lightpref.run.resume import PARTS, RECORD_KEY, check_resume, resume_command, run_record
+from lightpref.run.safe_load import SHARDED_METADATA as SHARDED_METADATA  # re-exported: where they were first
+from lightpref.run.safe_load import CorruptCheckpointError as CorruptCheckpointError
+from lightpref.run.safe_load import refusal, unsafe, validate_checkpoint
 
 
 def staging_path(path: Path) -> Path:
@@ -173,9 +173,9 @@ class SafeCheckpoints(Callback):
     as SGDPO's sampling generator), which differ between ranks — while the model state holds rank 0's only; a run
     resumed on the same number of processes gets each rank's back, so it continues with the same draws.
 
-    Every checkpoint also records what the run trains (:func:`lightpref.resume.run_record`: the loss and its
+    Every checkpoint also records what the run trains (:func:`lightpref.run.resume.run_record`: the loss and its
     arguments, the model, the training data). Resuming a fit from it with any of them changed stops with
-    :class:`~lightpref.resume.ResumeMismatchError` naming what changed, unless that part is listed in
+    :class:`~lightpref.run.resume.ResumeMismatchError` naming what changed, unless that part is listed in
     ``allow_resume_changes``.
 
     Args:
@@ -218,7 +218,7 @@ class SafeCheckpoints(Callback):
     def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         """Lightning calls this only when a fit resumes, before it restores the loops: sharded checkpoints are checked
         here (files already were), and one written as an epoch ended continues with the next epoch."""
-        from lightpref.resume import continue_after_epoch_end
+        from lightpref.run.resume import continue_after_epoch_end
 
         self._check_resume(trainer.ckpt_path, checkpoint)
         continue_after_epoch_end(checkpoint)
@@ -276,43 +276,10 @@ class SafeCheckpoints(Callback):
         raise SIGTERMException  # a SystemExit with status 0; Lightning tears the run down cleanly
 
 
-class SameCheckpointEverywhere(Callback):
-    """Stops a multi-process run whose processes resolved ``--ckpt_path last``/``auto`` to different checkpoints.
-
-    Every process resolves the option on its own, before the processes can talk; on one filesystem that every
-    process sees, with nothing writing to it, they agree. This checks it once they can (the ``setup`` hook runs
-    after the process group starts and before any checkpoint is loaded), so a run never continues with some
-    processes on one checkpoint and some on another, or some resuming while others start afresh. Every process
-    stops together.
-    """
-
-    def __init__(self, option: str, path: str | None, missing: str | None = None) -> None:
-        self.option, self.path, self.missing = option, path, missing  # missing: why `last` found nothing here
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size <= 1:
-            return
-        first = trainer.strategy.broadcast(self.path, src=0)
-        differs_here = first != self.path
-        if trainer.strategy.reduce_boolean_decision(differs_here, all=False):  # on every process: they stop together
-            rank = trainer.global_rank
-            if differs_here:
-                found = f"process 0: {first or 'none'}; process {rank}: {self.path or 'none'}"
-            else:
-                found = f"process {rank}{'' if rank == 0 else ' and process 0'}: {first or 'none'}; another: another"
-            raise ValueError(
-                f"`--ckpt_path {self.option}`: the processes found different checkpoints to resume from ({found}); "
-                "the run's checkpoint directory must be on a filesystem every process sees, with nothing writing "
-                "to it as the run starts; or name the file with `--ckpt_path PATH`"
-            )
-        if self.missing is not None:  # `last`, and no process found a checkpoint
-            raise NoCheckpointError(self.missing)
-
-
 def run_safety_callbacks(trainer: Trainer | None, on_nonfinite: str) -> list[Callback]:
     """A training module's ``configure_callbacks``: the non-finite guard and atomic/SIGTERM checkpoints, unless the
     trainer was given its own."""
-    from lightpref.guards import NonFiniteGuard
+    from lightpref.run.guards import NonFiniteGuard
 
     present = {type(callback) for callback in trainer.callbacks} if trainer is not None else set()
     return [callback for callback in (NonFiniteGuard(on_nonfinite), SafeCheckpoints()) if type(callback) not in present]
