@@ -10,11 +10,11 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from peft import PeftConfig
 from torch import Tensor, nn
 
-from lightpref.batch import RANKED, GroupBatch, PairBatch, split_pairs
+from lightpref.batch import RANKED, UNPAIRED, GroupBatch, PairBatch, split_pairs
 from lightpref.checkpointing import run_safety_callbacks
 from lightpref.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry, refuse_to_overwrite, save_policy
 from lightpref.forward import TokenLogProbs
@@ -31,6 +31,7 @@ from lightpref.records import batch_groups, best_and_worst_rows, pair_rows, rank
 from lightpref.reference import PrecomputeContext, build_reference
 from lightpref.schedules import optimisation
 from lightpref.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.unpaired_step import unpaired_step
 from lightpref.views import PromptView
 
 DEFAULT_LR = 5e-7
@@ -197,6 +198,10 @@ class PreferenceModule(LightningModule):
                 f"the loss {type(self.loss).__name__} needs the prompt view {missing[0]!r}, but the batch has none; "
                 "build the DataModule with `prompt_views=module.prompt_views` or attach both to one Trainer"
             )
+        if self.loss.consumes == UNPAIRED:  # labelled completions (and their mismatched ones): lightpref.unpaired_step
+            return unpaired_step(self.loss, lambda rows: self.scorer(self.policy, rows),
+                                 self.reference.token_logprobs if self.loss.requires_reference else None, batch,
+                                 self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None)
         policy_tokens = self.scorer(self.policy, batch, self.loss.needs_collision_logps)
         reference_tokens = self.reference.token_logprobs(batch) if self.loss.requires_reference else None
         if self.loss.consumes == RANKED:  # every completion of a group at once (a pair is a group of two)
@@ -223,6 +228,13 @@ class PreferenceModule(LightningModule):
             output = check_output(self.loss, self.loss(policy, reference), records)
         vocab = self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None
         return batch_metrics(output, metric_tokens, vocab), output.losses.mean()
+
+    def check_label_balance(self, desirable: int, undesirable: int) -> None:
+        """Warn when the loss's weights do not suit the training data's label counts (unpaired losses that say so)."""
+        warning = getattr(self.loss, "balance_warning", None)
+        message = warning(desirable, undesirable) if callable(warning) else None
+        if message:
+            rank_zero_warn(message)
 
     def check_data_shape(self, shape: str) -> None:
         """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``)."""
