@@ -2,7 +2,7 @@
 
 The layout is TRL's: ``{"prompt": ..., "completion": ..., "label": true | false}``, the prompt a string with a string
 completion, or chat messages with the completion as a string, one assistant message or a list of messages starting
-with an assistant turn. Detected by the ``completion`` and ``label`` fields, or named with ``format: unpaired``.
+with an assistant turn. Detected by the ``completion`` field (or a ``label`` without ``chosen``), or named with ``format: unpaired``.
 
 Each example is stored with a mismatched completion beside its own: the completion of the example before it among
 the consecutive examples tokenised together (rotated by one, the first taking the last's, as TRL does within each
@@ -68,8 +68,8 @@ class MismatchedGroup:
 
 
 def is_unpaired(record: dict[str, Any]) -> bool:
-    """Whether a record has the unpaired layout's ``completion`` and ``label`` fields."""
-    return "completion" in record and "label" in record
+    """Whether a record is in the unpaired layout: it has a ``completion``, or a ``label`` and no ``chosen``."""
+    return "completion" in record or ("label" in record and "chosen" not in record)
 
 
 def normalise_unpaired(record: dict[str, Any]) -> UnpairedExample:
