@@ -96,7 +96,7 @@ def test_cache_is_byte_identical_across_processes(tokenizer, tmp_path, monkeypat
     on one process or two."""
     monkeypatch.setattr("lightpref.data.pipeline.CHUNK_PAIRS", 3)
     one = ready(tokenizer, tmp_path / "one", num_proc=1)
-    two = ready(tokenizer, tmp_path / "two", num_proc=2)
+    ready(tokenizer, tmp_path / "two", num_proc=2)
     files = [sorted(path.rglob("train*.arrow")) for path in (tmp_path / "one", tmp_path / "two")]
     assert files[0] and [path.read_bytes() for path in files[0]] == [path.read_bytes() for path in files[1]]
     assert one.train_dataset[3]["completion_ids"][1] == one.train_dataset[5]["completion_ids"][0]  # chunk 3..5
