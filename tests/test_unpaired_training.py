@@ -156,3 +156,23 @@ def test_kto_trains_through_the_trainer_and_warns_about_the_label_balance(tiny_c
     name = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(model.policy.state_dict()[name], before[name])
     torch.testing.assert_close(model.reference.model.state_dict()[name], before[name])
+
+
+@pytest.mark.slow
+def test_shipped_kto_config_trains_on_the_shipped_unpaired_examples(tiny_checkpoint, tmp_path):
+    """configs/kto.yaml as shipped (the tiny model in place of SmolLM2, two steps): the shipped unpaired examples,
+    960 = 480 pairs unpaired, 10% held out; half of them desirable; KTO's metrics logged in training and validation."""
+    from pathlib import Path
+
+    from lightpref.cli import build_cli
+
+    repo = Path(__file__).resolve().parents[1]
+    cli = build_cli(["fit", "--config", str(repo / "configs" / "kto.yaml"), "--model.pretrained", str(tiny_checkpoint),
+                     "--model.gguf_file", "null", "--trainer.max_steps", "2", "--trainer.val_check_interval", "1",
+                     "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                     "--model.export_dir", "null", "--data.cache_dir", str(tmp_path / "cache")])
+    data = cli.datamodule
+    assert data.shape == "unpaired" and len(data.train_dataset) + len(data.val_dataset) == 960
+    assert sum(data.train_dataset["label"]) + sum(data.val_dataset["label"]) == 480
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["loss"]) and {"kl", "val/kl", "val/rewards/chosen"} <= set(metrics)
