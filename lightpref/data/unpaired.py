@@ -2,7 +2,8 @@
 
 The layout is TRL's: ``{"prompt": ..., "completion": ..., "label": true | false}``, the prompt a string with a string
 completion, or chat messages with the completion as a string, one assistant message or a list of messages starting
-with an assistant turn. Detected by the ``completion`` field (or a ``label`` without ``chosen``), or named with ``format: unpaired``.
+with an assistant turn. Detected by the ``completion`` field (or a ``label`` without ``chosen``), or named with
+``format: unpaired``.
 
 Each example is stored with a mismatched completion beside its own: the completion of the example before it among
 the consecutive examples tokenised together (rotated by one, the first taking the last's, as TRL does within each

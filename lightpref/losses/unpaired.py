@@ -1,7 +1,7 @@
 """What the unpaired losses (``kto``, ``apo_zero_unpaired``) share: the KL reference point and the label balance.
 
 >>> import torch
->>> kl_reference_point(torch.tensor([-2.0, -4.0]), torch.tensor([-3.0, -3.0]))  # mean(0 − 1… ) clamped at 0
+>>> kl_reference_point(torch.tensor([-2.0, -5.0]), torch.tensor([-3.0, -3.0]))  # log-ratios (1, −2): mean −0.5 → 0
 tensor(0.)
 >>> balance_warning(nd=100, nu=100, desirable_weight=1.0, undesirable_weight=1.0) is None
 True
