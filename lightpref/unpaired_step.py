@@ -41,21 +41,24 @@ def unpaired_metrics(output: LossOutput, policy: TokenLogProbs, batch: UnpairedB
     """Per-example values (or batch scalars) to average, under TRL's KTO names: ``rewards/chosen`` and
     ``logps/chosen`` over the desirable examples, ``*/rejected`` over the undesirable ones, ``rewards/margins`` (the
     difference of the two mean rewards, when the batch has both), ``logits/*`` (mean logit over completion tokens and
-    vocabulary), and the loss's own metrics (``kl`` for KTO)."""
+    vocabulary), and the loss's own metrics (``kl`` for KTO). Every key is present on every batch, empty when the batch
+    has no example of that label: under DDP/FSDP the metrics are reduced across processes at every step, so all
+    processes must log the same names (a name whose examples no process has logs NaN for that step)."""
     own = batch.rows_at(0)
     labels = batch.labels()
     logps = (policy.logps * policy.mask).sum(-1)[own].detach()  # (B,) summed, whatever the loss uses
     rewards = output.chosen_rewards
     metrics = {"loss": output.losses.detach(), **{name: value.detach() for name, value in output.metrics.items()}}
-    for name, selected in (("chosen", labels), ("rejected", ~labels)):
-        if selected.any():
-            metrics[f"rewards/{name}"] = rewards[selected]
-            metrics[f"logps/{name}"] = logps[selected]
-            if vocab:
-                tokens = policy.mask[own][selected].sum()
-                metrics[f"logits/{name}"] = policy.logits_sum[own][selected].sum() / (tokens * vocab).clamp(min=1)
-    if labels.any() and (~labels).any():
-        metrics["rewards/margins"] = rewards[labels].mean() - rewards[~labels].mean()
+    for name, selected in (("chosen", labels), ("rejected", ~labels)):  # every key on every batch: see above
+        metrics[f"rewards/{name}"] = rewards[selected]
+        metrics[f"logps/{name}"] = logps[selected]
+        if vocab:
+            tokens = policy.mask[own][selected].sum()
+            logits = policy.logits_sum[own][selected].sum() / (tokens * vocab).clamp(min=1)
+            metrics[f"logits/{name}"] = logits.reshape(1)[: int(bool(selected.any()))]
+    both = bool(labels.any() and (~labels).any())
+    margin = rewards[labels].mean() - rewards[~labels].mean() if both else rewards.new_zeros(())
+    metrics["rewards/margins"] = margin.reshape(1)[: int(both)]
     return metrics
 
 
