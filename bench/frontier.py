@@ -33,7 +33,7 @@ from plot_frontier import write_report  # bench/ is on sys.path when this file r
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSentiment, review_prompts
 from lightpref.evaluation.build_dataset import build_dataset
-from lightpref.group_pairs import GroupPairs
+from lightpref.training.group_pairs import GroupPairs
 from lightpref.losses import build
 from lightpref.models.pretrained import load_model, load_tokenizer
 from lightpref.training.module import PreferenceModule

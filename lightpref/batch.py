@@ -25,7 +25,8 @@ from torch import Tensor
 
 MAIN = ""  # the plain prompt's name among a batch's prompt views
 PAIRS, RANKED = "pairs", "ranked"  # the shapes of data: PairBatch, GroupBatch (and of the records losses consume)
-RECORD_NAMES = {PAIRS: "pairs", RANKED: "ranked groups"}  # what the data's records are called in messages
+UNPAIRED = "unpaired"  # single completions labelled desirable or not: UnpairedBatch
+RECORD_NAMES = {PAIRS: "pairs", RANKED: "ranked groups", UNPAIRED: "unpaired examples"}  # their names in messages
 
 
 def split_pairs(rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,3 +142,35 @@ class GroupBatch(Sequences):
         if name != MAIN:
             raise KeyError(f"ranked groups are tokenised without prompt views, so there is no view {name!r}")
         return self
+
+
+@dataclass
+class UnpairedBatch(GroupBatch):
+    """B labelled completions, each a group of two rows sharing its prompt: the completion itself (position 0), then
+    a mismatched completion (position 1: another example's, see :mod:`lightpref.data.unpaired`) whose log-ratio
+    estimates the KL term of KTO. ``scores`` (N,) repeat each example's label (1.0 desirable, 0.0 undesirable) on
+    both rows; a batch holding only the completions (:meth:`completions_only`) has one row per group.
+
+    >>> ids = torch.tensor([[5, 7], [5, 8], [4, 8], [4, 7]])
+    >>> batch = UnpairedBatch(ids, torch.ones_like(ids), ids > 5, torch.tensor([0, 0, 1, 1]),
+    ...                       torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    >>> batch.labels().tolist(), batch.completions_only().input_ids.tolist()
+    ([True, False], [[5, 7], [4, 8]])
+    """
+
+    def rows_at(self, position: int) -> Tensor:
+        """(B,) the row of each example's completion (``position`` 0) or of its mismatched completion (1)."""
+        first = torch.ones_like(self.group_ids, dtype=torch.bool)
+        first[1:] = self.group_ids[1:] != self.group_ids[:-1]
+        starts = first.nonzero().squeeze(-1)
+        return starts + position
+
+    def labels(self) -> Tensor:
+        """(B,) bool, True on desirable completions."""
+        return self.scores[self.rows_at(0)] > 0.5
+
+    def completions_only(self) -> UnpairedBatch:
+        """The batch without its mismatched rows (for losses that need no KL estimate)."""
+        rows = self.rows_at(0)
+        return UnpairedBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows],
+                             self.group_ids[rows], self.scores[rows], self.index, self.split)

@@ -27,6 +27,12 @@ BUILTIN = sorted(name for name, entry in registered_losses().items() if entry.di
 @pytest.mark.parametrize("name", BUILTIN)
 def test_fit(name, tiny_checkpoint, pairs_file, tmp_path):
     loss = NEEDS_ARGUMENTS.get(name, name)
+    if registered_losses()[name].loss_class.consumes == "unpaired":  # the same pairs as labelled single completions
+        pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
+        pairs_file = tmp_path / "unpaired.jsonl"
+        pairs_file.write_text("".join(json.dumps({"prompt": pair["prompt"], "completion": pair[side],
+                                                  "label": side == "chosen"}) + "\n"
+                                      for side in ("chosen", "rejected") for pair in pairs))
     cli = build_cli([
         "fit", "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

@@ -110,7 +110,11 @@ def collate_rows(
     precomputed reference log-probs are looked up, together with the batch's ``split``.
     """
     batch: PairBatch | GroupBatch
-    if rows and "completion_ids" in rows[0]:  # ranked groups (lightpref.data.groups)
+    if rows and "label" in rows[0]:  # labelled single completions (lightpref.data.unpaired)
+        from lightpref.data.unpaired import collate_unpaired
+
+        batch = collate_unpaired(rows, pad_token_id, pad_to_multiple_of)
+    elif rows and "completion_ids" in rows[0]:  # ranked groups (lightpref.data.groups)
         from lightpref.data.groups import collate_groups, group_from_row
 
         batch = collate_groups([group_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 from transformers import PreTrainedTokenizerBase
 
-from lightpref.batch import RANKED, RECORD_NAMES
+from lightpref.batch import RANKED, RECORD_NAMES, UNPAIRED
 from lightpref.data import cache
 from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
@@ -25,6 +25,7 @@ from lightpref.data.splits import IndexedRows, log_counts, training_positions
 from lightpref.data.streaming import StreamingPairs
 from lightpref.data.token_budget import token_budget, token_lengths
 from lightpref.data.tokenize import check_lengths
+from lightpref.data.unpaired import label_counts
 from lightpref.views import PromptView
 
 
@@ -177,10 +178,20 @@ class PreferenceDataModule(LightningDataModule):
         if callable(check):
             check(self.shape)
 
+    def _check_label_balance(self, train: Any) -> None:
+        """Log the training split's desirable and undesirable counts, and let the attached module warn when its loss's
+        weights do not suit them."""
+        desirable, undesirable = label_counts(train["label"])
+        rank_zero_info(f"lightpref data: {desirable} desirable and {undesirable} undesirable training examples")
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer else None
+        check = getattr(module, "check_label_balance", None)
+        if callable(check):
+            check(desirable, undesirable)
+
     def tokenize_job(self) -> TokenizeJob:
         """What tokenising this data needs (sent once to each worker process)."""
         return TokenizeJob(self.load_tokenizer(), self.max_length, self.max_prompt_length, self.resolve_prompt_views(),
-                           ranked=self.shape == RANKED)
+                           ranked=self.shape == RANKED, unpaired=self.shape == UNPAIRED)
 
     def cache_directory(self) -> Path:
         """``cache_dir/<fingerprint>``: the fingerprint covers the sources' content and formats, the tokenizer, every
@@ -246,6 +257,8 @@ class PreferenceDataModule(LightningDataModule):
             train = train.select(positions, keep_in_memory=True)
         self.train_dataset, self.val_dataset = train, val
         log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True), records=records)
+        if self.shape == UNPAIRED:
+            self._check_label_balance(train)
         val_size = 0 if val is None else len(val)
         rank_zero_info(f"lightpref data: {len(train)} training and {val_size} validation {records}; cache {directory}")
 

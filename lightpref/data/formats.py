@@ -10,7 +10,9 @@ Three input formats are understood, detected per dataset from its first valid ro
   last ``"\\n\\nAssistant:"`` is the prompt.
 
 Ranked records (a prompt with K scored completions: ``ranked``, ``ultrafeedback``) normalise to a
-:class:`~lightpref.data.ranked.RankedExample` instead (see :mod:`lightpref.data.ranked`).
+:class:`~lightpref.data.ranked.RankedExample` instead (see :mod:`lightpref.data.ranked`), and unpaired ones (a
+prompt, one completion and a boolean ``label``: ``unpaired``) to an :class:`~lightpref.data.unpaired.UnpairedExample`
+(see :mod:`lightpref.data.unpaired`).
 
 A record that cannot be normalised raises :class:`InvalidRecord` (a ``ValueError``) carrying the problem and its
 fix; :func:`normalise_rows` adds where the row came from, or counts and skips it.
@@ -28,18 +30,22 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
     from lightpref.data.ranked import RankedExample
+    from lightpref.data.unpaired import UnpairedExample
 
 Message = dict[str, Any]
 Prompt = str | list[Message]
-Format = Literal["auto", "explicit", "conversational", "hh_rlhf", "ranked", "ultrafeedback"]
+Format = Literal["auto", "explicit", "conversational", "hh_rlhf", "ranked", "ultrafeedback", "unpaired"]
 FORMATS: tuple[str, ...] = get_args(Format)
 RANKED_FORMATS = ("ranked", "ultrafeedback")  # normalised by lightpref.data.ranked
+UNPAIRED_FORMAT = "unpaired"  # normalised by lightpref.data.unpaired
 
 
 def unknown_format(key: str, value: object) -> str:
     """The message for a ``format`` that is none of :data:`FORMATS`, pair formats first."""
     pairs = [name for name in FORMATS if name not in RANKED_FORMATS]
-    return f"`{key}` must be one of {pairs}, got {value!r}, or for ranked groups one of {list(RANKED_FORMATS)}"
+    pairs = [name for name in pairs if name != UNPAIRED_FORMAT]
+    return (f"`{key}` must be one of {pairs}, got {value!r}, or for ranked groups one of {list(RANKED_FORMATS)}, or "
+            f"{UNPAIRED_FORMAT!r} for labelled single completions")
 
 HH_HUMAN = "\n\nHuman:"
 HH_ASSISTANT = "\n\nAssistant:"
@@ -97,6 +103,10 @@ def detect_format(record: Any) -> str:
     ranked = detect_ranked(record)
     if ranked is not None:
         return ranked
+    from lightpref.data.unpaired import is_unpaired
+
+    if is_unpaired(record):
+        return UNPAIRED_FORMAT
     prompt, chosen = record.get("prompt"), record.get("chosen")
     if isinstance(prompt, list) or (prompt is None and isinstance(chosen, list)):
         return "conversational"
@@ -111,7 +121,7 @@ def detect_format(record: Any) -> str:
     )
 
 
-def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | RankedExample:
+def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | RankedExample | UnpairedExample:
     """Normalise one raw record in the given format (``"auto"`` detects it from this record alone).
 
     >>> turn = "\\n\\nHuman: hi\\n\\nAssistant:"
@@ -126,6 +136,12 @@ def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | R
         if not isinstance(record, dict):
             raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/completions fields")
         return NORMALISERS[format](record)
+    if format == UNPAIRED_FORMAT:
+        from lightpref.data.unpaired import normalise_unpaired
+
+        if not isinstance(record, dict):
+            raise InvalidRecord(f"the row is a {type(record).__name__}, not an object with prompt/completion/label")
+        return normalise_unpaired(record)
     if format not in _NORMALISERS:
         raise ValueError(f"unknown format {format!r}; use one of {list(FORMATS)}")
     if not isinstance(record, dict):

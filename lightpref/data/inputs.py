@@ -16,9 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from lightpref.batch import PAIRS, RANKED
+from lightpref.batch import PAIRS, RANKED, UNPAIRED
 from lightpref.data import sources as data_sources
-from lightpref.data.formats import FORMATS, Format, InvalidRecord, detect_format
+from lightpref.data.formats import FORMATS, UNPAIRED_FORMAT, Format, InvalidRecord, detect_format
 from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import SourceGroup
 from lightpref.data.ranked import RANKED_FORMATS
@@ -141,11 +141,11 @@ def data_shape(groups: list[SourceGroup]) -> str:
     ``auto`` from the first record of the source that can be read as one (the pipeline checks every record)."""
     for group in groups:
         if group.format != "auto":
-            return RANKED if group.format in RANKED_FORMATS else PAIRS
+            return _shape_of(group.format)
         for rows in group.readers:
             for _, record in rows():
                 try:
-                    return RANKED if detect_format(record) in RANKED_FORMATS else PAIRS
+                    return _shape_of(detect_format(record))
                 except InvalidRecord:
                     continue
     return PAIRS
@@ -154,3 +154,8 @@ def data_shape(groups: list[SourceGroup]) -> str:
 def source_group(name: str, format: Format, found: list[Source]) -> SourceGroup:
     """The sources of one group as the tokenising pipeline reads them."""
     return SourceGroup(name, format, [source.rows for source in found], [source.size for source in found])
+
+
+def _shape_of(format: str) -> str:
+    """The shape of data a format gives."""
+    return RANKED if format in RANKED_FORMATS else UNPAIRED if format == UNPAIRED_FORMAT else PAIRS

@@ -39,6 +39,7 @@ from lightpref.data.formats import NormaliseResult, PreferenceExample, iter_norm
 from lightpref.data.groups import GROUP_SCHEMA, checked_shape, groups_record_batch, tokenize_groups
 from lightpref.data.sources import Row
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
+from lightpref.data.unpaired import UNPAIRED_SCHEMA, tokenize_unpaired, unpaired_record_batch
 from lightpref.data.workers import die_with_parent
 
 if TYPE_CHECKING:
@@ -60,9 +61,12 @@ class TokenizeJob:
     max_prompt_length: int
     views: Mapping[str, PromptView] = field(default_factory=dict)
     ranked: bool = False  # the records are ranked groups (:mod:`lightpref.data.groups`), not pairs
+    unpaired: bool = False  # the records are labelled single completions (:mod:`lightpref.data.unpaired`)
 
     def schema(self) -> pa.Schema:
         """The Arrow columns of a stored pair (see :func:`lightpref.data.collate.pair_to_row`) or group."""
+        if self.unpaired:
+            return UNPAIRED_SCHEMA
         if self.ranked:
             return GROUP_SCHEMA
         names = ["prompt_ids", "chosen_ids", "rejected_ids"] + [VIEW_COLUMN + name for name in self.views]
@@ -72,7 +76,13 @@ class TokenizeJob:
 def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
     """The kept pairs of a chunk as one record batch, and the chunk's counts; an error names the row's location."""
     stats = TokenizeStats()
-    examples = checked_shape(chunk, job.ranked)
+    examples = checked_shape(chunk, job.ranked, job.unpaired)
+    if job.unpaired:
+        try:
+            rows = tokenize_unpaired(examples, job.tokenizer, job.max_length, job.max_prompt_length, stats)
+        except PairError as error:
+            raise ValueError(f"{chunk[error.index][0]}: {error}") from None
+        return unpaired_record_batch([row for row in rows if row is not None]), stats.as_dict()
     if job.ranked:
         try:
             groups = tokenize_groups(examples, job.tokenizer, job.max_length, job.max_prompt_length, stats)

@@ -34,6 +34,7 @@ from lightpref.data.formats import NormaliseResult, iter_normalised
 from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
 from lightpref.data.pipeline import TokenizeJob
 from lightpref.data.tokenize import PairError, tokenize_pairs
+from lightpref.data.unpaired import tokenize_unpaired
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
@@ -114,9 +115,11 @@ class StreamingPairs:
 
     def _tokenize(self, group: list[tuple[int, str, Any]]) -> list[tuple[int, dict[str, Any]]]:
         job = self.job
-        examples = checked_shape([(location, example) for _, location, example in group], job.ranked)
+        examples = checked_shape([(location, example) for _, location, example in group], job.ranked, job.unpaired)
         try:
-            if job.ranked:
+            if job.unpaired:
+                rows = tokenize_unpaired(examples, job.tokenizer, job.max_length, job.max_prompt_length)
+            elif job.ranked:
                 groups = tokenize_groups(examples, job.tokenizer, job.max_length, job.max_prompt_length)
                 rows = [None if kept is None else group_to_row(kept) for kept in groups]
             else:

@@ -3,6 +3,8 @@
 ``preferences.jsonl`` (the quickstart's): conversational pairs where the chosen answer is correct and polite and the
 rejected one is wrong or dismissive: arithmetic, capitals and opposites. ``ranked.jsonl`` (configs/ranked.yaml's):
 the same questions with four scored answers each: correct (3), correct but unsure (2), wrong (1), dismissive (0).
+``unpaired.jsonl`` (configs/kto.yaml's): ``preferences.jsonl``'s pairs unpaired, each chosen answer a desirable
+example (``"label": true``) and each rejected one an undesirable example, the desirable ones first.
 Deterministic (seeded), so the shipped files can be rebuilt exactly.
 """
 
@@ -104,8 +106,17 @@ def generate_ranked(count: int = 240, seed: int = 1) -> list[dict]:
     return records
 
 
+def unpair(pairs: list[dict]) -> list[dict]:
+    """Each pair's chosen answer as a desirable example, then each pair's rejected answer as an undesirable one (so
+    neighbouring examples, which give each other their mismatched completions, have different prompts)."""
+    return ([{"prompt": pair["prompt"], "completion": pair["chosen"], "label": True} for pair in pairs]
+            + [{"prompt": pair["prompt"], "completion": pair["rejected"], "label": False} for pair in pairs])
+
+
 def main() -> None:
-    for name, records in (("preferences.jsonl", generate()), ("ranked.jsonl", generate_ranked())):
+    pairs = generate()
+    for name, records in (("preferences.jsonl", pairs), ("ranked.jsonl", generate_ranked()),
+                          ("unpaired.jsonl", unpair(pairs))):
         path = Path(__file__).with_name(name)
         with path.open("w") as file:
             for record in records:

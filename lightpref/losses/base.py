@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lightpref.batch import PAIRS
+from lightpref.batch import PAIRS, UNPAIRED
 
 if TYPE_CHECKING:
     from lightpref.views import PromptView
@@ -155,6 +155,11 @@ class PreferenceLoss(nn.Module):
       :class:`LogProbs` of B pairs; the default) or ``"ranked"`` (a :class:`~lightpref.losses.shapes.
       RankedLogProbs` of G groups). Its output has one value per pair, or per group. Pair data reach a ranked loss
       as groups of two, ranked data a pairwise loss as the pairs ``model.group_pairs`` forms in each group.
+      ``"unpaired"``: an :class:`~lightpref.losses.shapes.UnpairedLogProbs` of B labelled completions; its
+      ``chosen_rewards`` and ``rejected_rewards`` both hold every completion's reward (the module averages them by
+      label into ``rewards/chosen`` and ``rewards/rejected``).
+    - ``needs_mismatched`` (unpaired losses): each prompt is also scored with a mismatched completion (KTO's KL
+      estimate), in the same packed forward, into ``record.mismatched``.
 
     Register the class in the ``lightpref.losses`` entry-point group to make it available by name.
     """
@@ -166,6 +171,7 @@ class PreferenceLoss(nn.Module):
     needs_collision_logps: bool = False
     views: Mapping[str, PromptView] = {}
     consumes: ClassVar[str] = PAIRS
+    needs_mismatched: bool = False
 
     def forward(self, policy: LogProbs, reference: LogProbs | None) -> LossOutput:
         raise NotImplementedError
@@ -196,7 +202,7 @@ def check_output(loss: PreferenceLoss, output: LossOutput, pairs: int) -> LossOu
     if not isinstance(output, LossOutput):
         raise TypeError(f"the loss {_origin(loss)} returned {type(output).__name__}, not a LossOutput")
     expected = (pairs,)
-    unit = "groups" if getattr(loss, "consumes", PAIRS) != PAIRS else "pairs"
+    unit = {PAIRS: "pairs", UNPAIRED: "examples"}.get(getattr(loss, "consumes", PAIRS), "groups")
     shapes = {name: getattr(output, name) for name in ("losses", "chosen_rewards", "rejected_rewards")}
     for name, value in {**shapes, **{f"metrics[{key!r}]": value for key, value in output.metrics.items()}}.items():
         allowed = (expected, ()) if name.startswith("metrics") else (expected,)

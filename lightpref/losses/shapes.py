@@ -6,6 +6,9 @@ A loss declares ``consumes`` (a class attribute, :data:`~lightpref.batch.PAIRS` 
 - ``RANKED``: ``forward(policy: RankedLogProbs, reference: RankedLogProbs | None)``, one value per group
   (listwise losses: ``plackett_luce``, ``info_nca``). ``length_normalized`` applies; per-token values, collision
   log-probs and prompt views are not provided for ranked records.
+- ``UNPAIRED``: ``forward(policy: UnpairedLogProbs, reference: UnpairedLogProbs | None)``, one value per labelled
+  completion (``kto``, ``apo_zero_unpaired``). A loss that sets ``needs_mismatched`` also gets the log-probs of each
+  example's prompt with a mismatched completion (``record.mismatched``), from the same packed forward.
 
 The data hold pairs or ranked groups (``PreferenceDataModule.shape``); :data:`FEEDS` says how each shape of data
 reaches each shape of loss, and :func:`check_data_shape` stops a run, before any model loads, whose loss cannot
@@ -20,14 +23,38 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightpref.batch import PAIRS, RANKED
+from lightpref.batch import PAIRS, RANKED, UNPAIRED
 
 FEEDS: dict[tuple[str, str], str] = {  # (data shape, loss shape) -> how the data reach the loss
     (PAIRS, PAIRS): "each pair as it is",
     (RANKED, PAIRS): "the pairs `model.group_pairs` forms inside each group, all sharing the group's forward",
     (PAIRS, RANKED): "each pair as a group of two, chosen scored above rejected",
     (RANKED, RANKED): "each group as it is",
+    (UNPAIRED, UNPAIRED): "each labelled completion as it is, with its mismatched completion when the loss needs it",
 }
+
+
+@dataclass(frozen=True)
+class UnpairedLogProbs:
+    """Log-probabilities one model assigns to B labelled completions (summed over completion tokens, token means
+    when the loss sets ``length_normalized``), and to each prompt with a mismatched completion when the loss sets
+    ``needs_mismatched``.
+
+    >>> record = UnpairedLogProbs.from_sums(torch.tensor([-3.0, -5.0]), torch.tensor([True, False]))
+    >>> record.logps[record.labels].tolist(), record.lengths.tolist()
+    ([-3.0], [1, 1])
+    """
+
+    logps: Tensor  # (B,)
+    labels: Tensor  # (B,) bool, True on desirable completions
+    lengths: Tensor  # (B,) completion token counts
+    mismatched: Tensor | None = None  # (B,) log-probs of prompt b with a mismatched completion
+
+    @classmethod
+    def from_sums(cls, logps: Tensor, labels: Tensor, mismatched: Tensor | None = None) -> UnpairedLogProbs:
+        """A record from per-example values alone (tests, plain tensors): 1 token per completion."""
+        return cls(logps=logps, labels=labels.bool(), lengths=torch.ones_like(logps, dtype=torch.long),
+                   mismatched=mismatched)
 
 
 @dataclass(frozen=True)
@@ -77,7 +104,8 @@ def check_data_shape(loss: object, data_shape: str) -> None:
                "no data lightpref reads has that shape") + ", or choose another loss (`lightpref losses`)"
         raise ValueError(f"the loss {name} consumes {consumes!r} records, which cannot be formed from the data's "
                          f"shape {data_shape!r}; {fix}")
-    if data_shape == RANKED and getattr(loss, "views", None):
+    if data_shape != PAIRS and getattr(loss, "views", None):
+        found = "ranked groups" if data_shape == RANKED else "labelled completions"
         raise ValueError(f"the loss {name} scores completions under extra prompt views ({sorted(loss.views)}), which "
-                         "are tokenised for pairs only, but the data are ranked groups; give pair data (prompt/chosen/"
+                         f"are tokenised for pairs only, but the data are {found}; give pair data (prompt/chosen/"
                          "rejected) or choose a loss without views")

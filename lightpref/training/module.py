@@ -9,10 +9,11 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from peft import PeftConfig
 from torch import Tensor, nn
 
-from lightpref.batch import RANKED, GroupBatch, PairBatch, split_pairs
+from lightpref.batch import RANKED, UNPAIRED, GroupBatch, PairBatch, split_pairs
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
@@ -30,6 +31,7 @@ from lightpref.training.packing import Scorer
 from lightpref.training.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
 from lightpref.training.reference import PrecomputeContext, build_reference
 from lightpref.training.schedules import optimisation
+from lightpref.training.unpaired_step import unpaired_step
 from lightpref.views import PromptView
 
 DEFAULT_LR = 5e-7
@@ -196,6 +198,10 @@ class PreferenceModule(ExportAtEnd, LightningModule):
                 f"the loss {type(self.loss).__name__} needs the prompt view {missing[0]!r}, but the batch has none; "
                 "build the DataModule with `prompt_views=module.prompt_views` or attach both to one Trainer"
             )
+        if self.loss.consumes == UNPAIRED:  # labelled completions (and their mismatched ones): lightpref.unpaired_step
+            return unpaired_step(self.loss, lambda rows: self.scorer(self.policy, rows),
+                                 self.reference.token_logprobs if self.loss.requires_reference else None, batch,
+                                 self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None)
         policy_tokens = self.scorer(self.policy, batch, self.loss.needs_collision_logps)
         reference_tokens = self.reference.token_logprobs(batch) if self.loss.requires_reference else None
         if self.loss.consumes == RANKED:  # every completion of a group at once (a pair is a group of two)
@@ -222,6 +228,13 @@ class PreferenceModule(ExportAtEnd, LightningModule):
             output = check_output(self.loss, self.loss(policy, reference), records)
         vocab = self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None
         return batch_metrics(output, metric_tokens, vocab), output.losses.mean()
+
+    def check_label_balance(self, desirable: int, undesirable: int) -> None:
+        """Warn when the loss's weights do not suit the training data's label counts (unpaired losses that say so)."""
+        warning = getattr(self.loss, "balance_warning", None)
+        message = warning(desirable, undesirable) if callable(warning) else None
+        if message:
+            rank_zero_warn(message)
 
     def check_data_shape(self, shape: str) -> None:
         """Stop, before any model loads, when the loss cannot use data of ``shape`` (``"pairs"``/``"ranked"``)."""
