@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
+import sys
 import typing
 import warnings
 from argparse import Action
@@ -32,6 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightpref.data import PreferenceDataModule
 from lightpref.losses import PreferenceLoss
 from lightpref.losses.registry import loaded_class_path, registered_names
+from lightpref.model_choice import chosen_model
 from lightpref.module import PreferenceModule
 from lightpref.resume import CheckpointPathCLI
 from lightpref.run_callbacks import with_run_callbacks
@@ -59,12 +61,27 @@ SHORT_HELP = ("trainer.", "ckpt_path", "weights_only")  # Lightning's own option
 
 # --- registered loss names as class paths ---------------------------------------------------------------------------
 
-def _is_loss_type(typehint: Any) -> bool:
+def _is_loss_type(typehint: Any, base: type = PreferenceLoss) -> bool:
     if isinstance(typehint, tuple):
-        return any(_is_loss_type(part) for part in typehint)
+        return any(_is_loss_type(part, base) for part in typehint)
     if isinstance(typehint, type):
-        return issubclass(typehint, PreferenceLoss)
-    return any(_is_loss_type(part) for part in typing.get_args(typehint))
+        return issubclass(typehint, base)
+    return any(_is_loss_type(part, base) for part in typing.get_args(typehint))
+
+
+def _is_reward_loss(typehint: Any) -> bool:
+    from lightpref.reward.losses import RewardLoss
+
+    return _is_loss_type(typehint, RewardLoss)
+
+
+def _registered_class_path(typehint: Any, name: str) -> str | None:
+    """The class a registered name stands for where ``typehint`` takes a preference loss or a reward loss."""
+    from lightpref.reward.losses.registry import loaded_class_path as reward_class_path
+
+    if _is_loss_type(typehint):
+        return loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
+    return reward_class_path(name) if _is_reward_loss(typehint) else None
 
 
 def resolve_registered_loss_names() -> None:
@@ -98,15 +115,16 @@ def resolve_registered_loss_names() -> None:
     discard_original = _typehints.discard_init_args_on_class_path_change
 
     def resolve(cls: Any, name: str) -> str:
-        if isinstance(name, str) and "." not in name and _is_loss_type(cls):
-            path = loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
+        if isinstance(name, str) and "." not in name:
+            path = _registered_class_path(cls, name)
             if path is not None:
                 return path
         return resolve_original(cls, name)
 
     def discard(parser_or_action: Any, previous: Any, value: Any) -> None:
         if previous and "init_args" in previous and previous["class_path"] != value["class_path"]:
-            if _is_loss_type(_importable(value["class_path"])):
+            new = _importable(value["class_path"])
+            if _is_loss_type(new) or _is_reward_loss(new):
                 previous = _typehints.subclass_spec_as_namespace(previous)
                 for key in list(previous.init_args.keys()):
                     previous.init_args.pop(key)
@@ -203,9 +221,10 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         return {name: skip for name, skip in commands.items() if name in DESCRIPTIONS}  # no `predict`: no use here
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.pretrained", "data.tokenizer")
-        parser.link_arguments("model.gguf_file", "data.gguf_file")
-        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")  # one flag for model and tokenizer
+        model = "model.init_args." if self.subclass_mode_model else "model."  # a model given by class_path
+        parser.link_arguments(model + "pretrained", "data.tokenizer")
+        parser.link_arguments(model + "gguf_file", "data.gguf_file")
+        parser.link_arguments(model + "trust_remote_code", "data.trust_remote_code")  # one flag for model, tokenizer
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -275,8 +294,10 @@ def quiet_known_noise() -> None:
 def build_cli(args: Sequence[str] | None, run: bool = True,
               model_class: type[LightningModule] = PreferenceModule) -> PreferenceCLI:
     """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates.
-    ``model_class`` is the LightningModule the ``model`` section builds (``lightpref reward`` gives its own)."""
+    ``model_class`` is the LightningModule the ``model`` section builds unless the section names another by
+    ``class_path`` (:mod:`lightpref.model_choice`; ``lightpref reward`` gives RewardModule as the default)."""
     args = None if args is None else list(args)
+    named = chosen_model(sys.argv[1:] if args is None else args, default=None)
     if not run and args and args[0] in DESCRIPTIONS:
         args = args[1:]  # without running, LightningCLI takes no subcommand
     register_strategies()  # `--trainer.strategy fsdp2`
@@ -287,7 +308,7 @@ def build_cli(args: Sequence[str] | None, run: bool = True,
         for command, description in DESCRIPTIONS.items():
             parser_kwargs[command] = {"formatter_class": HelpFormatter, "description": description}
     return PreferenceCLI(
-        model_class,
+        named or model_class,
         PreferenceDataModule,
         args=args,
         run=run,
@@ -296,4 +317,5 @@ def build_cli(args: Sequence[str] | None, run: bool = True,
         auto_configure_optimizers=False,  # the module's own `optimizer`/`lr_scheduler` are the ones to set
         parser_kwargs=parser_kwargs,
         parser_class=PreferenceArgumentParser,  # usage errors as one line, with the nearest valid names
+        subclass_mode_model=named is not None,  # `model: {class_path: …, init_args: {…}}`
     )
