@@ -131,11 +131,10 @@ class RewardModule(LightningModule):
     # --- forward, steps and metrics -------------------------------------------------------------------------------
 
     def forward(self, batch: PairBatch | Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        """Metrics and loss of one batch of pairs; a mapping batch may carry a per-pair ``margin`` (B,)."""
-        margin = batch.get("margin") if isinstance(batch, Mapping) else getattr(batch, "margin", None)
+        """Metrics and loss of one batch of pairs; its ``margin`` (B,) is the data's per-pair margin, if any."""
         batch = PairBatch.of(batch)
         chosen, rejected = split_pairs(self.scorer(self.reward_model, batch))  # (B,), (B,)
-        scores = PairScores(chosen, rejected, None if margin is None else margin.float())
+        scores = PairScores(chosen, rejected, None if batch.margin is None else batch.margin.float())
         with torch.autocast(chosen.device.type, enabled=False):  # loss math in float32 under mixed precision
             output = check_reward_output(self.loss, self.loss(scores), batch.num_pairs)
         return pair_metrics(scores, output.losses, output.metrics), output.losses.mean()
