@@ -245,6 +245,7 @@ def main() -> None:
             if done.returncode or not lines:
                 raise SystemExit(f"{side} (repeat {repeat + 1}) failed:\n{done.stderr[-4000:]}")
             runs.append(json.loads(lines[-1][len("RESULT ") :]))
+            print(lines[-1], flush=True)  # each run's record as soon as it ends (a later run may fail)
             print(f"{side} run {repeat + 1}: {time.perf_counter() - started:.0f} s, held-out accuracy "
                   f"{runs[-1]['heldout_accuracy']:.3f}", flush=True)
     summary = summarise(runs, args)
