@@ -91,3 +91,12 @@ def test_preference_module_by_class_path_or_by_default(tiny_checkpoint, pairs_fi
     cli = build_cli([*flags, "--model.pretrained", str(tiny_checkpoint), "--data.train_files", str(pairs_file)],
                     run=False)
     assert type(cli.model) is PreferenceModule
+
+
+def test_model_choice_docstring_examples():
+    import doctest
+
+    import lightpref.model_choice
+
+    failures, attempted = doctest.testmod(lightpref.model_choice)
+    assert attempted > 0 and failures == 0
