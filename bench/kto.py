@@ -148,8 +148,8 @@ def child(side: str, args: argparse.Namespace) -> None:
     else:
         from ranked import Fixed  # bench/ranked.py: a DataModule over fixed rows with lightpref's collation
 
-        from lightpref.training.module import PreferenceModule
         from lightpref.models.pretrained import load_tokenizer
+        from lightpref.training.module import PreferenceModule
 
         module = PreferenceModule(GGUF[0], gguf_file=GGUF[1], loss="kto", dtype="float32", attn_implementation="sdpa",
                                   export_dir=None,

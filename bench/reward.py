@@ -87,11 +87,12 @@ def run_lightpref(args: argparse.Namespace, record: dict[str, list]) -> Any:
     class Steps(Callback):
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int) -> None:
             harness.synchronize()
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
             harness.synchronize()
             record["step_seconds"].append(time.perf_counter() - self.start)
+            record["cpu_seconds"].append(time.process_time() - self.cpu)
             record["losses"].append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
 
     trainer = Trainer(max_steps=args.train_pairs // args.batch_size, accelerator="auto", devices=1, logger=False,
@@ -128,11 +129,12 @@ def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[
     class Steps(TrainerCallback):
         def on_step_begin(self, *_: Any, **__: Any) -> None:
             harness.synchronize()
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
             harness.synchronize()
             record["step_seconds"].append(time.perf_counter() - self.start)
+            record["cpu_seconds"].append(time.process_time() - self.cpu)
 
     rows = [{"chosen_ids": pair["prompt_ids"] + pair["chosen_ids"],
              "rejected_ids": pair["prompt_ids"] + pair["rejected_ids"]} for pair in pairs[: args.train_pairs]]
@@ -179,7 +181,7 @@ def child(side: str, args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pairs = json.loads(Path(args.pairs).read_text())
-    record: dict[str, list] = {"step_seconds": [], "losses": []}
+    record: dict[str, list] = {"step_seconds": [], "cpu_seconds": [], "losses": []}
     model = run_trl(args, record, pairs) if side == "trl" else run_lightpref(args, record)
     result = {
         "side": side, **record, "heldout_accuracy": heldout_accuracy(model, pairs[args.train_pairs :]),
@@ -197,9 +199,11 @@ def summarise(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
     for side in dict.fromkeys(run["side"] for run in runs):
         mine = [run for run in runs if run["side"] == side]
         seconds = [s for run in mine for s in run["step_seconds"][args.warmup :]]
+        cpu = [s for run in mine for s in run["cpu_seconds"][args.warmup :]]
         accuracy = statistics.mean(run["heldout_accuracy"] for run in mine)
         peaks = [run["peak_cuda_mib"] or run["peak_rss_mib"] for run in mine]
         summary[side] = {"pairs_per_s": args.batch_size * len(seconds) / sum(seconds),
+                         "pairs_per_cpu_s": args.batch_size * len(cpu) / sum(cpu),
                          "step_s": statistics.median(seconds), "peak_mib": max(peaks), "accuracy": accuracy,
                          "accuracy_se": (accuracy * (1 - accuracy) / args.heldout) ** 0.5,
                          "first_loss": mine[0]["losses"][0], "last_loss": mine[0]["losses"][-1]}
@@ -245,6 +249,7 @@ def main() -> None:
             if done.returncode or not lines:
                 raise SystemExit(f"{side} (repeat {repeat + 1}) failed:\n{done.stderr[-4000:]}")
             runs.append(json.loads(lines[-1][len("RESULT ") :]))
+            print(lines[-1], flush=True)  # each run's record as soon as it ends (a later run may fail)
             print(f"{side} run {repeat + 1}: {time.perf_counter() - started:.0f} s, held-out accuracy "
                   f"{runs[-1]['heldout_accuracy']:.3f}", flush=True)
     summary = summarise(runs, args)
@@ -253,14 +258,17 @@ def main() -> None:
     print(f"\n{harness.cpu_name()}, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
           f"{args.train_pairs} pairs, batch {args.batch_size}, max length {args.max_length}, "
           f"{'bf16 autocast' if args.bf16 else 'float32'}, {args.heldout} held-out pairs")
-    print("| side | pairs/s | step (s, median) | peak memory (MiB) | held-out accuracy | loss first → last |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| side | pairs/s | pairs per CPU s | step (s, median) | peak memory (MiB) | held-out accuracy "
+          "| loss first → last |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for side, row in summary.items():
-        print(f"| {side} | {row['pairs_per_s']:.2f} | {row['step_s']:.2f} | {row['peak_mib']:.0f} | "
+        print(f"| {side} | {row['pairs_per_s']:.2f} | {row['pairs_per_cpu_s']:.3f} | {row['step_s']:.2f} | "
+              f"{row['peak_mib']:.0f} | "
               f"{row['accuracy']:.3f} ± {row['accuracy_se']:.3f} | {row['first_loss']:.4f} → {row['last_loss']:.4f} |")
     if "lightpref" in summary and "trl" in summary:
         light, trl = summary["lightpref"], summary["trl"]
-        print(f"\nlightpref / TRL: {light['pairs_per_s'] / trl['pairs_per_s']:.2f}× the pairs/s, "
+        print(f"\nlightpref / TRL: {light['pairs_per_s'] / trl['pairs_per_s']:.2f}× the pairs/s "
+              f"({light['pairs_per_cpu_s'] / trl['pairs_per_cpu_s']:.2f}× per CPU second), "
               f"{light['peak_mib'] / trl['peak_mib']:.2f}× the peak memory; held-out accuracy difference "
               f"{light['accuracy'] - trl['accuracy']:+.3f} (standard errors {light['accuracy_se']:.3f}, "
               f"{trl['accuracy_se']:.3f}); first-step loss difference "

@@ -90,6 +90,7 @@ class PairBatch(Sequences):
     views: dict[str, Sequences] = field(default_factory=dict)  # name -> (2B, T_view) rows with that view's prompt
     index: Tensor | None = None  # (B,)
     split: str | None = None
+    margin: Tensor | None = None  # (B,) float: the pairs' margins from the data (0 where a pair gives none)
 
     def view(self, name: str) -> Sequences:
         """The rows of one prompt view (:data:`MAIN` is the plain prompt)."""
@@ -107,7 +108,7 @@ class PairBatch(Sequences):
             value["input_ids"], value["attention_mask"], value["completion_mask"].bool()
         ) for name, value in batch.get("views", {}).items()}
         return cls(batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool(), views,
-                   batch.get("index"), batch.get("split", split))
+                   batch.get("index"), batch.get("split", split), batch.get("margin"))
 
 
 @dataclass

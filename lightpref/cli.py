@@ -6,7 +6,8 @@
 - ``lightpref export CHECKPOINT OUTPUT [--adapter-only]`` writes a checkpoint's policy as a Hugging Face model.
 - ``lightpref build-dataset --output FILE.jsonl [...]`` samples, scores and pairs completions into preference data.
 - ``lightpref iterate --config FILE.yaml [--ckpt_path last]`` runs on-policy rounds (see docs/iterate.md).
-- ``lightpref reward fit|validate|test|losses|export`` trains and exports reward models (docs/reward_models.md).
+- ``lightpref reward fit|validate|test|losses|export`` trains and exports reward models (docs/reward_models.md);
+  ``fit`` trains one too when the config's ``model`` names ``RewardModule`` by ``class_path``.
 
 Only ``fit``, ``validate``, ``test``, ``iterate`` and ``reward fit|validate|test`` import Lightning:
 ``lightpref --help``, ``lightpref losses`` and the other commands' ``--help`` start in about the time

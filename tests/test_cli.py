@@ -150,7 +150,7 @@ def test_every_shipped_config_parses(config):
     assert config.read_text().startswith("# Run: lightpref ")
     if config.read_text().startswith("# Run: lightpref iterate"):
         pytest.skip("an iterate config: parsed by tests/iterate/test_iterate.py")
-    if config.read_text().startswith("# Run: lightpref reward"):
+    if "lightpref.reward.module.RewardModule" in config.read_text():
         pytest.skip("a reward-model config: parsed by tests/reward/test_reward_config.py")
     settings = yaml.safe_load(config.read_text())
     cli = build_cli(["fit", "--config", str(config)], run=False)

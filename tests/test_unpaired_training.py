@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM
 from lightpref.batch import UnpairedBatch
 from lightpref.data import PreferenceDataModule
 from lightpref.data.unpaired import collate_unpaired
+from lightpref.testing import save_tiny_checkpoint
 from lightpref.training.forward import completion_logprobs
 from lightpref.training.module import PreferenceModule
-from lightpref.testing import save_tiny_checkpoint
 
 RECORDS = [{"prompt": f"Human: question {i}? Assistant:", "completion": f" The answer is {i}." + " Sure." * (i % 3),
             "label": i % 3 != 2} for i in range(8)]

@@ -20,12 +20,28 @@ from lightpref.losses import PreferenceLoss
 from lightpref.losses.registry import loaded_class_path
 
 
-def is_loss_type(typehint: Any) -> bool:
+def is_loss_type(typehint: Any, base: type = PreferenceLoss) -> bool:
+    """Whether ``typehint`` takes a ``base`` (a preference loss by default), alone or in a union."""
     if isinstance(typehint, tuple):
-        return any(is_loss_type(part) for part in typehint)
+        return any(is_loss_type(part, base) for part in typehint)
     if isinstance(typehint, type):
-        return issubclass(typehint, PreferenceLoss)
-    return any(is_loss_type(part) for part in typing.get_args(typehint))
+        return issubclass(typehint, base)
+    return any(is_loss_type(part, base) for part in typing.get_args(typehint))
+
+
+def _is_reward_loss(typehint: Any) -> bool:
+    from lightpref.reward.losses import RewardLoss
+
+    return is_loss_type(typehint, RewardLoss)
+
+
+def _registered_class_path(typehint: Any, name: str) -> str | None:
+    """The class a registered name stands for where ``typehint`` takes a preference loss or a reward loss."""
+    from lightpref.reward.losses.registry import loaded_class_path as reward_class_path
+
+    if is_loss_type(typehint):
+        return loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
+    return reward_class_path(name) if _is_reward_loss(typehint) else None
 
 
 def resolve_registered_loss_names() -> None:
@@ -34,8 +50,8 @@ def resolve_registered_loss_names() -> None:
 
     jsonargparse resolves a short class path by the names of the subclasses already imported, which are class names,
     not registry names, and only after their plugin was imported. This wraps its resolver so that, for a parameter
-    typed ``PreferenceLoss``, a registered name resolves to the class its entry point names, without importing any
-    other plugin; every other name is resolved as before.
+    typed ``PreferenceLoss`` (or ``RewardLoss``), a registered name resolves to the class its entry point names,
+    without importing any other plugin; every other name is resolved as before.
 
     When a later config or flag changes the class, jsonargparse keeps the earlier class's arguments that the new one
     also accepts — defaults included. For losses that is wrong: ``--model.loss simpo`` over a config's ``loss: dpo``
@@ -59,15 +75,16 @@ def resolve_registered_loss_names() -> None:
     discard_original = _typehints.discard_init_args_on_class_path_change
 
     def resolve(cls: Any, name: str) -> str:
-        if isinstance(name, str) and "." not in name and is_loss_type(cls):
-            path = loaded_class_path(name)  # a plugin failing to import is reported by the registry, by name
+        if isinstance(name, str) and "." not in name:
+            path = _registered_class_path(cls, name)
             if path is not None:
                 return path
         return resolve_original(cls, name)
 
     def discard(parser_or_action: Any, previous: Any, value: Any) -> None:
         if previous and "init_args" in previous and previous["class_path"] != value["class_path"]:
-            if is_loss_type(_importable(value["class_path"])):
+            new = _importable(value["class_path"])
+            if is_loss_type(new) or _is_reward_loss(new):
                 previous = _typehints.subclass_spec_as_namespace(previous)
                 for key in list(previous.init_args.keys()):
                     previous.init_args.pop(key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import warnings
 from argparse import Action
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightpref.commands.loss_names import is_loss_type
+from lightpref.commands.model_choice import chosen_model
 from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.losses.registry import registered_names
@@ -133,9 +135,10 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         return {name: skip for name, skip in commands.items() if name in DESCRIPTIONS}  # no `predict`: no use here
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.pretrained", "data.tokenizer")
-        parser.link_arguments("model.gguf_file", "data.gguf_file")
-        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")  # one flag for model and tokenizer
+        model = "model.init_args." if self.subclass_mode_model else "model."  # a model given by class_path
+        parser.link_arguments(model + "pretrained", "data.tokenizer")
+        parser.link_arguments(model + "gguf_file", "data.gguf_file")
+        parser.link_arguments(model + "trust_remote_code", "data.trust_remote_code")  # one flag for model, tokenizer
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -205,8 +208,10 @@ def quiet_known_noise() -> None:
 def build_cli(args: Sequence[str] | None, run: bool = True,
               model_class: type[LightningModule] = PreferenceModule) -> PreferenceCLI:
     """The LightningCLI behind ``lightpref fit|validate|test``; ``run=False`` only parses and instantiates.
-    ``model_class`` is the LightningModule the ``model`` section builds (``lightpref reward`` gives its own)."""
+    ``model_class`` is the LightningModule the ``model`` section builds unless the section names another by
+    ``class_path`` (:mod:`lightpref.commands.model_choice`; ``lightpref reward`` gives RewardModule as the default)."""
     args = None if args is None else list(args)
+    named = chosen_model(sys.argv[1:] if args is None else args, default=None)
     if not run and args and args[0] in DESCRIPTIONS:
         args = args[1:]  # without running, LightningCLI takes no subcommand
     register_strategies()  # `--trainer.strategy fsdp2`
@@ -216,7 +221,7 @@ def build_cli(args: Sequence[str] | None, run: bool = True,
         for command, description in DESCRIPTIONS.items():
             parser_kwargs[command] = {"formatter_class": HelpFormatter, "description": description}
     return PreferenceCLI(
-        model_class,
+        named or model_class,
         PreferenceDataModule,
         args=args,
         run=run,
@@ -225,4 +230,5 @@ def build_cli(args: Sequence[str] | None, run: bool = True,
         auto_configure_optimizers=False,  # the module's own `optimizer`/`lr_scheduler` are the ones to set
         parser_kwargs=parser_kwargs,
         parser_class=PreferenceArgumentParser,  # usage errors as one line, with the nearest valid names
+        subclass_mode_model=named is not None,  # `model: {class_path: …, init_args: {…}}`
     )

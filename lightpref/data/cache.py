@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-CACHE_VERSION = 2  # raise when tokenisation changes, to invalidate every existing cache
+CACHE_VERSION = 3  # raise when tokenisation changes, to invalidate every existing cache (3: pair margins)
 STATS_FILE = "stats.json"
 
 

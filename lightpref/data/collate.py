@@ -3,7 +3,8 @@
 A batch of B pairs is a :class:`lightpref.batch.PairBatch`: ``input_ids`` (2B, T) with rows 0..B-1 prompt + chosen
 and rows B..2B-1 prompt + rejected, right-padded with the pad token; ``attention_mask`` (2B, T), 1 on real tokens;
 ``completion_mask`` (2B, T), True exactly on completion tokens; ``views``, the same layout with each prompt view's
-prompt (only when the pairs have views); ``index`` and ``split`` when the rows say where they come from.
+prompt (only when the pairs have views); ``margin`` (B,) when some pair's record gives one; ``index`` and ``split``
+when the rows say where they come from.
 
 >>> pair = TokenizedPair(prompt_ids=[5, 6], chosen_ids=[7, 3], rejected_ids=[3])
 >>> batch = collate_pairs([pair], pad_token_id=0)
@@ -22,6 +23,7 @@ from lightpref.batch import GroupBatch, PairBatch, Sequences
 from lightpref.data.tokenize import TokenizedPair
 
 VIEW_COLUMN = "view_prompt_ids/"
+MARGIN_COLUMN = "margin"  # a pair's margin, when its record gives one (null otherwise)
 
 
 def collate_pairs(
@@ -41,7 +43,18 @@ def collate_pairs(
         name: pair_sequences([pair.view_prompt_ids[name] for pair in pairs], pairs, pad_token_id, pad_to_multiple_of)
         for name in view_names
     }
-    return PairBatch(main.input_ids, main.attention_mask, main.completion_mask, views)
+    return PairBatch(main.input_ids, main.attention_mask, main.completion_mask, views, margin=pair_margins(pairs))
+
+
+def pair_margins(pairs: Sequence[TokenizedPair]) -> torch.Tensor | None:
+    """(B,) float32 the pairs' margins, 0 for a pair without one; ``None`` when no pair has one.
+
+    >>> pair_margins([TokenizedPair([1], [2], [3], margin=1.5), TokenizedPair([1], [2], [4])]).tolist()
+    [1.5, 0.0]
+    """
+    if all(pair.margin is None for pair in pairs):
+        return None
+    return torch.tensor([pair.margin or 0.0 for pair in pairs], dtype=torch.float32)
 
 
 def pair_sequences(
@@ -86,6 +99,8 @@ def pair_to_row(pair: TokenizedPair) -> dict[str, list[int]]:
     """
     row = {"prompt_ids": pair.prompt_ids, "chosen_ids": pair.chosen_ids, "rejected_ids": pair.rejected_ids}
     row.update({VIEW_COLUMN + name: ids for name, ids in pair.view_prompt_ids.items()})
+    if pair.margin is not None:
+        row[MARGIN_COLUMN] = pair.margin
     return row
 
 
@@ -96,7 +111,9 @@ def pair_from_row(row: dict[str, Any]) -> TokenizedPair:
     TokenizedPair(prompt_ids=[1], chosen_ids=[2], rejected_ids=[3], view_prompt_ids={'kind': [4, 1]})
     """
     views = {key[len(VIEW_COLUMN) :]: list(ids) for key, ids in row.items() if key.startswith(VIEW_COLUMN)}
-    return TokenizedPair(list(row["prompt_ids"]), list(row["chosen_ids"]), list(row["rejected_ids"]), views)
+    margin = row.get(MARGIN_COLUMN)
+    return TokenizedPair(list(row["prompt_ids"]), list(row["chosen_ids"]), list(row["rejected_ids"]), views,
+                         None if margin is None else float(margin))
 
 
 def collate_rows(

@@ -9,6 +9,9 @@ Three input formats are understood, detected per dataset from its first valid ro
 - ``hh_rlhf``: Anthropic HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``) whose shared part up to the
   last ``"\\n\\nAssistant:"`` is the prompt.
 
+A pair record of any format may carry a numeric ``margin`` (how much better ``chosen`` is), which reward losses
+read (:mod:`lightpref.reward.losses`); ``null`` or no field is no margin.
+
 Ranked records (a prompt with K scored completions: ``ranked``, ``ultrafeedback``) normalise to a
 :class:`~lightpref.data.ranked.RankedExample` instead (see :mod:`lightpref.data.ranked`), and unpaired ones (a
 prompt, one completion and a boolean ``label``: ``unpaired``) to an :class:`~lightpref.data.unpaired.UnpairedExample`
@@ -23,9 +26,10 @@ PreferenceExample(prompt='2+2?', chosen=' 4', rejected=' 5')
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 if TYPE_CHECKING:
@@ -63,10 +67,15 @@ class PreferenceExample:
     prompt: Prompt
     chosen: Prompt
     rejected: Prompt
+    margin: float | None = None  # how much better `chosen` is, from the record's optional `margin` field
 
     @property
     def is_conversational(self) -> bool:
         return isinstance(self.prompt, list)
+
+    def __repr__(self) -> str:  # the margin only when the record gives one
+        margin = "" if self.margin is None else f", margin={self.margin!r}"
+        return f"PreferenceExample(prompt={self.prompt!r}, chosen={self.chosen!r}, rejected={self.rejected!r}{margin})"
 
 
 class InvalidRecord(ValueError):
@@ -149,7 +158,15 @@ def normalise_record(record: Any, format: str = "auto") -> PreferenceExample | R
     example = _NORMALISERS[format](record)
     if example.chosen == example.rejected:
         raise InvalidRecord("`chosen` is identical to `rejected`, so the row states no preference")
-    return example
+    return example if record.get("margin") is None else replace(example, margin=_margin(record["margin"]))
+
+
+def _margin(value: Any) -> float:
+    """A pair's ``margin`` field: a finite number (how much better ``chosen`` is; a reward loss's m)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRecord(f"field `margin` is {value!r}, not a finite number",
+                            f"give how much better `chosen` is as a number, leave the field out, or {_SKIP_FIX}")
+    return float(value)
 
 
 def normalise_rows(

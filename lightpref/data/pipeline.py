@@ -11,7 +11,7 @@ is byte-identical whatever the number of processes. An error names the row's loc
 >>> job = TokenizeJob(tiny_tokenizer(), max_length=16, max_prompt_length=8)
 >>> batch, counts = tokenize_chunk(job, [("r0", PreferenceExample("Hi", " yes", " no"))])
 >>> batch.num_rows, batch.schema.names, counts["pairs"]
-(1, ['prompt_ids', 'chosen_ids', 'rejected_ids'], 1)
+(1, ['prompt_ids', 'chosen_ids', 'rejected_ids', 'margin'], 1)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from lightpref.data.collate import VIEW_COLUMN
+from lightpref.data.collate import MARGIN_COLUMN, VIEW_COLUMN
 from lightpref.data.formats import NormaliseResult, PreferenceExample, iter_normalised
 from lightpref.data.groups import GROUP_SCHEMA, checked_shape, groups_record_batch, tokenize_groups
 from lightpref.data.sources import Row
@@ -70,7 +70,7 @@ class TokenizeJob:
         if self.ranked:
             return GROUP_SCHEMA
         names = ["prompt_ids", "chosen_ids", "rejected_ids"] + [VIEW_COLUMN + name for name in self.views]
-        return pa.schema([(name, IDS) for name in names])
+        return pa.schema([(name, IDS) for name in names] + [(MARGIN_COLUMN, pa.float32())])  # null: no margin
 
 
 def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
@@ -97,7 +97,8 @@ def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict
     columns = [[pair.prompt_ids for pair in kept], [pair.chosen_ids for pair in kept]]
     columns += [[pair.rejected_ids for pair in kept]]
     columns += [[pair.view_prompt_ids[name] for pair in kept] for name in job.views]
-    return pa.record_batch([ids_array(column) for column in columns], schema=job.schema()), stats.as_dict()
+    margins = pa.array([pair.margin for pair in kept], type=pa.float32())
+    return pa.record_batch([*(ids_array(column) for column in columns), margins], schema=job.schema()), stats.as_dict()
 
 
 def ids_array(rows: list[list[int]]) -> pa.ListArray:

@@ -36,6 +36,12 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     view_prompt_ids: dict[str, list[int]] = field(default_factory=dict)
+    margin: float | None = None  # the record's `margin`, when it gives one
+
+    def __repr__(self) -> str:  # the margin only when the record gives one
+        margin = "" if self.margin is None else f", margin={self.margin!r}"
+        return (f"TokenizedPair(prompt_ids={self.prompt_ids!r}, chosen_ids={self.chosen_ids!r}, "
+                f"rejected_ids={self.rejected_ids!r}, view_prompt_ids={self.view_prompt_ids!r}{margin})")
 
 
 @dataclass
@@ -152,7 +158,7 @@ def tokenize_pairs(
         stats.prompts_truncated += len(truncated[0]) < len(prompt_ids)
         stats.completions_truncated += len(truncated[1]) < len(chosen_ids) or len(truncated[2]) < len(rejected_ids)
         stats.pairs += 1
-        pair = TokenizedPair(*truncated)
+        pair = TokenizedPair(*truncated, margin=example.margin)
         pairs.append(pair)
         kept.append((index, pair))
     if views and kept:

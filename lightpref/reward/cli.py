@@ -1,8 +1,9 @@
 """``lightpref reward``: train, evaluate, list the losses of and export reward models.
 
-- ``lightpref reward fit | validate | test --config FILE.yaml [--key.sub value …]`` runs the same LightningCLI as
-  ``lightpref fit`` (configs, dotted flags, ``--ckpt_path last``, run callbacks), with the ``model`` section
-  building a :class:`~lightpref.reward.module.RewardModule`;
+- ``lightpref reward fit | validate | test --config FILE.yaml [--key.sub value …]`` is ``lightpref fit | validate |
+  test`` (the same LightningCLI: configs, dotted flags, ``--ckpt_path last``, run callbacks) with
+  :class:`~lightpref.reward.module.RewardModule` as the ``model`` section's default class, so its arguments may
+  be given without ``class_path`` (``lightpref fit`` builds it when the section names it by ``class_path``);
 - ``lightpref reward losses`` lists the reward losses registered in ``lightpref.reward_losses``;
 - ``lightpref reward export CHECKPOINT OUTPUT`` writes a checkpoint's reward model in Hugging Face format.
 """
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 USAGE = """usage: lightpref reward COMMAND [options]
 
 commands:
-  fit           train a reward model: lightpref reward fit --config configs/reward_model.yaml
+  fit           train a reward model (= lightpref fit --config configs/reward_model.yaml)
   validate      its validation metrics (of the untrained model, or of a checkpoint given by --ckpt_path)
   test          the same metrics on the test split (the validation pairs when there is none)
   losses        list the registered reward losses: name, distribution, summary

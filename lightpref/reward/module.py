@@ -18,11 +18,12 @@ from lightning.pytorch.utilities import rank_zero_info
 from peft import PeftConfig
 from torch import Tensor, nn
 
-from lightpref.batch import PairBatch, split_pairs
+from lightpref.batch import GroupBatch, PairBatch, split_pairs
 from lightpref.models.export import CHECKPOINT_KEY
 from lightpref.models.pretrained import ModelSource
 from lightpref.reward.export import PREFIX, REWARD_MARKER, save_reward_model
-from lightpref.reward.losses import PairScores, RewardLoss, build, check_reward_output
+from lightpref.reward.losses import GroupScores, PairScores, RewardLoss, build, check_reward_output
+from lightpref.reward.losses.plackett_luce import ordered_pairs
 from lightpref.reward.model import load_reward_model
 from lightpref.reward.scoring import RewardScorer
 from lightpref.run.checkpointing import run_safety_callbacks
@@ -97,9 +98,9 @@ class RewardModule(LightningModule):
         self.loss = build(loss) if isinstance(loss, str) else loss
         if not isinstance(self.loss, RewardLoss):
             raise TypeError(f"`model.loss` must be a reward-loss name or a RewardLoss, got {type(self.loss).__name__}")
-        if self.loss.takes != "pairs":
+        if self.loss.takes not in ("pairs", "groups"):
             raise ValueError(f"the reward loss {type(self.loss).__name__} takes {self.loss.takes!r} records; "
-                             "RewardModule trains on pairs")
+                             "RewardModule gives 'pairs' (preference pairs) or 'groups' (ranked groups)")
         if on_nonfinite not in ACTIONS:
             raise ValueError(f"`model.on_nonfinite` must be one of {list(ACTIONS)}, got {on_nonfinite!r}")
         self.source = ModelSource(pretrained, gguf_file, peft=peft, dtype=dtype,
@@ -130,29 +131,49 @@ class RewardModule(LightningModule):
 
     # --- forward, steps and metrics -------------------------------------------------------------------------------
 
-    def forward(self, batch: PairBatch | Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
-        """Metrics and loss of one batch of pairs; a mapping batch may carry a per-pair ``margin`` (B,)."""
-        margin = batch.get("margin") if isinstance(batch, Mapping) else getattr(batch, "margin", None)
+    def forward(self, batch: PairBatch | GroupBatch | Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        """Metrics and loss of one batch of pairs (its ``margin`` (B,) is the data's per-pair margin, if any) or of
+        ranked groups (for a loss that takes groups)."""
+        if isinstance(batch, GroupBatch) or self.loss.takes == "groups":
+            return self._groups_forward(batch)
         batch = PairBatch.of(batch)
         chosen, rejected = split_pairs(self.scorer(self.reward_model, batch))  # (B,), (B,)
-        scores = PairScores(chosen, rejected, None if margin is None else margin.float())
+        scores = PairScores(chosen, rejected, None if batch.margin is None else batch.margin.float())
         with torch.autocast(chosen.device.type, enabled=False):  # loss math in float32 under mixed precision
             output = check_reward_output(self.loss, self.loss(scores), batch.num_pairs)
         return pair_metrics(scores, output.losses, output.metrics), output.losses.mean()
 
-    def _step(self, batch: PairBatch | Mapping[str, Any], stage: str) -> Tensor:
+    def _groups_forward(self, batch: Any) -> tuple[dict[str, Tensor], Tensor]:
+        name = type(self.loss).__name__
+        if not isinstance(batch, GroupBatch):
+            raise ValueError(f"the reward loss {name} takes ranked groups, but the data are pairs; give ranked data "
+                             "(prompt/completions/scores records, see docs/data.md) or a pair loss (bradley_terry)")
+        if self.loss.takes != "groups":
+            raise ValueError(f"the data are ranked groups, but the reward loss {name} takes pairs; use a group loss "
+                             "(`model.loss: plackett_luce`) or give pair data")
+        scores = GroupScores(self.scorer(self.reward_model, batch), batch.group_ids, batch.scores.float())  # (N,)
+        with torch.autocast(scores.scores.device.type, enabled=False):
+            output = check_reward_output(self.loss, self.loss(scores), batch.num_groups)
+        better, worse = ordered_pairs(scores)  # the pairs the ratings order, inside each group
+        ordered = PairScores(scores.scores[better], scores.scores[worse])
+        metrics = pair_metrics(ordered, output.losses, output.metrics)
+        metrics["mean_reward"] = scores.scores.detach()
+        return metrics, output.losses.mean()
+
+    def _step(self, batch: PairBatch | GroupBatch | Mapping[str, Any], stage: str) -> Tensor:
         metrics, loss = self(batch)
         store = f"{stage}_metrics"
-        log_metrics(self, self.metrics[store], f"metrics.{store}", stage, metrics, PairBatch.of(batch).num_pairs)
+        count = batch.num_groups if isinstance(batch, GroupBatch) else PairBatch.of(batch).num_pairs
+        log_metrics(self, self.metrics[store], f"metrics.{store}", stage, metrics, count)
         return loss
 
-    def training_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: PairBatch | GroupBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: PairBatch | GroupBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "val")
 
-    def test_step(self, batch: PairBatch, batch_idx: int) -> Tensor:
+    def test_step(self, batch: PairBatch | GroupBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "test")
 
     # --- optimisation, checkpoints, export -------------------------------------------------------------------------

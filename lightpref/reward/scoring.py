@@ -92,11 +92,12 @@ def packed_scores(
     shared_prompt: bool = True,
     pack: bool = True,
     max_packed_length: int | None = None,
+    groups: Tensor | None = None,
 ) -> Tensor:
-    """:func:`plain_scores` of a (2B, T) pair batch (chosen rows, then rejected rows), each pair's prompt computed
-    once (``shared_prompt``) and/or the sequences packed into rows without padding (``pack``): the same (2B,)
-    scores. ``max_packed_length`` is the longest packed row (``None``:
-    :func:`~lightpref.training.packing.auto_packed_length`).
+    """:func:`plain_scores` of a (2B, T) pair batch (chosen rows, then rejected rows) or, with ``groups`` (N,), of
+    rows in groups that share a prompt (a ranked group's completions), each prompt computed once (``shared_prompt``)
+    and/or the sequences packed into rows without padding (``pack``): the same (N,) scores. ``max_packed_length``
+    is the longest packed row (``None``: :func:`~lightpref.training.packing.auto_packed_length`).
     """
     body, head, base = reward_parts(model)
     implementation = getattr(base.config, "_attn_implementation", None) or "eager"
@@ -113,7 +114,8 @@ def packed_scores(
         max_packed_length = None  # one row: sequence boundaries come from the restarting position ids
     elif max_packed_length is None:
         max_packed_length = auto_packed_length(base)
-    packed = pack_batch(input_ids, attention_mask, completion_mask.bool(), shared_prompt, pack, max_packed_length)
+    packed = pack_batch(input_ids, attention_mask, completion_mask.bool(), shared_prompt, pack, max_packed_length,
+                        groups)
     hidden = body(**packed_inputs(base, packed), use_cache=False).last_hidden_state  # (R, L, H)
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     index = packed.source[rows, last_token_index(attention_mask)]  # (2B,) each row's last token in the packing
@@ -132,7 +134,7 @@ class RewardScorer:
 
     Args:
         pack: pack the sequences into rows without padding.
-        shared_prompt: compute each pair's prompt once (needs pair rows: chosen rows, then rejected rows).
+        shared_prompt: compute each prompt once, for the rows that share it (a pair's, a ranked group's).
     """
 
     pack: bool = True
@@ -140,4 +142,4 @@ class RewardScorer:
 
     def __call__(self, model: nn.Module, sequences: Sequences) -> Tensor:
         return packed_scores(model, sequences.input_ids, sequences.attention_mask, sequences.completion_mask,
-                             shared_prompt=self.shared_prompt, pack=self.pack)
+                             shared_prompt=self.shared_prompt, pack=self.pack, groups=sequences.row_groups())

@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from lightpref.batch import UnpairedBatch
-from lightpref.training.forward import TokenLogProbs
 from lightpref.losses import LossOutput, PreferenceLoss
 from lightpref.losses.base import check_output
 from lightpref.losses.shapes import UnpairedLogProbs
+from lightpref.training.forward import TokenLogProbs
 
 
 def scored_rows(loss: PreferenceLoss, batch: UnpairedBatch) -> UnpairedBatch:

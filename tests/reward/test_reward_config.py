@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_shipped_reward_config_parses():
     path = REPO / "configs" / "reward_model.yaml"
-    assert path.read_text().startswith("# Run: lightpref reward fit --config configs/reward_model.yaml")
+    assert path.read_text().startswith("# Run: lightpref fit --config configs/reward_model.yaml")
     settings = yaml.safe_load(path.read_text())
+    settings["model"] = settings["model"]["init_args"]  # `model: {class_path: RewardModule, init_args: …}`
     cli = build_cli(["--config", str(path)], run=False, model_class=RewardModule)
     assert isinstance(cli.model, RewardModule) and type(cli.model.loss) is BradleyTerry
     loss_arguments = settings["model"]["loss"]["init_args"]

@@ -1,6 +1,6 @@
 """Reward-model losses: the contract, the registry (``lightpref.reward_losses``) and the built-in losses."""
 
-from lightpref.reward.losses.base import PairScores, RewardLoss, RewardLossOutput, check_reward_output
+from lightpref.reward.losses.base import GroupScores, PairScores, RewardLoss, RewardLossOutput, check_reward_output
 from lightpref.reward.losses.registry import (
     RewardLossRegistryError,
     build,
@@ -10,6 +10,7 @@ from lightpref.reward.losses.registry import (
 )
 
 __all__ = [
+    "GroupScores",
     "PairScores",
     "RewardLoss",
     "RewardLossOutput",

@@ -29,25 +29,40 @@ class PairScores:
     margin: Tensor | None = None  # (B,) how much better the chosen completion is, when the data says
 
 
+@dataclass(frozen=True)
+class GroupScores:
+    """The reward model's scores of a batch of G ranked groups, N completions in all (float32)."""
+
+    scores: Tensor  # (N,) the model's score of each prompt + completion
+    group_ids: Tensor  # (N,) each completion's group 0..G-1, non-decreasing
+    ratings: Tensor  # (N,) the data's score of each completion: higher is better, ties allowed
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.group_ids[-1]) + 1 if self.group_ids.numel() else 0
+
+
 @dataclass
 class RewardLossOutput:
-    """Per-pair losses (B,) (the batch loss is their mean) and the loss's own metrics (scalars or (B,))."""
+    """Per-record losses (B,) for B pairs or (G,) for G groups (the batch loss is their mean) and the loss's own
+    metrics (scalars, or one value per record)."""
 
-    losses: Tensor  # (B,)
+    losses: Tensor  # (B,) or (G,)
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 class RewardLoss(nn.Module):
     """Base class of every reward-model loss, built-in or third-party: tensor math on scores only.
 
-    ``takes`` names the record the loss reads (``"pairs"``: a :class:`PairScores`). Register the class in the
-    ``lightpref.reward_losses`` entry-point group to make it available by name.
+    ``takes`` names the record the loss reads (``"pairs"``: a :class:`PairScores`, ``"groups"``: the
+    :class:`GroupScores` of ranked groups). Register the class in the ``lightpref.reward_losses`` entry-point group
+    to make it available by name.
     """
 
     summary: ClassVar[str] = ""
     takes: ClassVar[str] = "pairs"
 
-    def forward(self, scores: PairScores) -> RewardLossOutput:
+    def forward(self, scores: PairScores | GroupScores) -> RewardLossOutput:
         raise NotImplementedError
 
     @classmethod
@@ -58,7 +73,8 @@ class RewardLoss(nn.Module):
 
 
 def check_reward_output(loss: RewardLoss, output: RewardLossOutput, pairs: int) -> RewardLossOutput:
-    """``output`` if its losses are (B,) and its metrics scalars or (B,), else an error naming the loss class."""
+    """``output`` if its losses are (B,) and its metrics scalars or (B,), else an error naming the loss class
+    (``pairs`` is the number of records: pairs, or groups for a loss that takes groups)."""
     name = f"{type(loss).__module__}.{type(loss).__qualname__}"
     if not isinstance(output, RewardLossOutput):
         raise TypeError(f"the reward loss {name} returned {type(output).__name__}, not a RewardLossOutput")
@@ -67,6 +83,6 @@ def check_reward_output(loss: RewardLoss, output: RewardLossOutput, pairs: int) 
         allowed = [(pairs,)] if key == "losses" else [(pairs,), ()]
         if not isinstance(value, Tensor) or tuple(value.shape) not in allowed:
             got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"the reward loss {name} returned `{key}` of shape {got} for a batch of {pairs} pairs; "
-                             f"it must be one of {allowed}. Fix the loss's forward()")
+            raise ValueError(f"the reward loss {name} returned `{key}` of shape {got} for a batch of {pairs} "
+                             f"{loss.takes}; it must be one of {allowed}. Fix the loss's forward()")
     return output

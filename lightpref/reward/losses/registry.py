@@ -53,6 +53,17 @@ def registered_losses() -> dict[str, RewardLossEntry]:
     return {name: _load(name, claims) for name, claims in claims_in(GROUP).items()}
 
 
+def loaded_class_path(name: str) -> str | None:
+    """The dotted class path of a registered name once its plugin has loaded (``bradley_terry`` →
+    ``lightpref.reward.losses.bradley_terry.BradleyTerry``); ``None`` for an unknown name, one claimed twice, or one
+    whose plugin fails to load, which :func:`loss_class` then reports. How ``class_path: bradley_terry`` resolves."""
+    claims = claims_in(GROUP).get(name)
+    if claims is None:
+        return None
+    loaded = _load(name, claims).loss_class
+    return None if loaded is None else f"{loaded.__module__}.{loaded.__qualname__}"
+
+
 def loss_class(name: str) -> type[RewardLoss]:
     """The reward-loss class registered under ``name``; a clear error when it is unknown or cannot be loaded."""
     claims = claims_in(GROUP).get(name)
