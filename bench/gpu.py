@@ -139,7 +139,8 @@ def run_lightpref(spec: dict[str, Any], variant: Variant) -> dict[str, Any]:
     )
     data.setup("fit")
     expected = [pair_to_row(TokenizedPair(**pair)) for pair in spec["pairs"][: spec["steps"] * batch]]
-    if [data.train_dataset[index] for index in range(len(expected))] != expected:
+    stored = [data.train_dataset[index] for index in range(len(expected))]  # token columns (no margin given)
+    if [{key: row[key] for key in want} for row, want in zip(stored, expected, strict=True)] != expected:
         raise RuntimeError("lightpref tokenised the records into other token ids than the pairs TRL is given")
     record = harness.new_record()
     harness.run_lightpref(module, data, spec["steps"], record)
