@@ -26,6 +26,45 @@ def new_record() -> dict[str, list]:
     return {key: [] for key in RECORD_KEYS}
 
 
+def pretokenized(trainer_class: type, record: dict[str, list]) -> type:
+    """A subclass of a TRL trainer that trains on a dataset lightpref already tokenised (TRL 1.16 re-tokenises every
+    dataset in ``_prepare_dataset``), in order, and appends each training step's loss to ``record["losses"]``."""
+    import torch
+
+    class Pretokenized(trainer_class):  # type: ignore[misc, valid-type]
+        def _prepare_dataset(self, dataset: Any, *rest: Any, **options: Any) -> Any:
+            return dataset
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return torch.utils.data.SequentialSampler(self.train_dataset if train_dataset is None else train_dataset)
+
+        def compute_loss(self, model: Any, inputs: Any, *rest: Any, **options: Any) -> Any:
+            loss = super().compute_loss(model, inputs, *rest, **options)
+            if model.training:
+                record["losses"].append(float(loss.detach()))
+            return loss
+
+    return Pretokenized
+
+
+def trl_step_timer(record: dict[str, list], cpu_key: str = "step_cpu_seconds") -> Any:
+    """A transformers callback appending each step's wall seconds to ``record["step_seconds"]`` and its process CPU
+    seconds to ``record[cpu_key]``."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        def on_step_begin(self, *_: Any, **__: Any) -> None:
+            synchronize()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            synchronize()
+            record["step_seconds"].append(time.perf_counter() - self.start)
+            record[cpu_key].append(time.process_time() - self.cpu_start)
+
+    return Steps()
+
+
 def synchronize() -> None:
     """Wait for the GPU's queued work, so that a host clock read after it measures that work."""
     import torch

@@ -90,31 +90,7 @@ def run_trl_kto(model: Any, ref_model: Any, tokenizer: Any, rows: list[dict[str,
     """TRL's KTOTrainer on the pre-tokenised rows, in order, with their mismatched completions."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import KTOConfig, KTOTrainer
-
-    class PretokenizedKTOTrainer(KTOTrainer):
-        def _prepare_dataset(self, dataset: Any, *rest: Any, **options: Any) -> Any:
-            return dataset
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            return torch.utils.data.SequentialSampler(self.train_dataset if train_dataset is None else train_dataset)
-
-        def compute_loss(self, model: Any, inputs: Any, *rest: Any, **options: Any) -> Any:
-            loss = super().compute_loss(model, inputs, *rest, **options)
-            if model.training:
-                record["losses"].append(float(loss.detach()))
-            return loss
-
-    class Steps(TrainerCallback):
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            harness.synchronize()
-            self.start, self.cpu_start = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            harness.synchronize()
-            record["step_seconds"].append(time.perf_counter() - self.start)
-            record["step_cpu_seconds"].append(time.process_time() - self.cpu_start)
 
     dataset = Dataset.from_list([{"prompt_ids": row["prompt_ids"], "completion_ids": row["completion_ids"][0],
                                   "KL_completion_ids": row["completion_ids"][1], "label": row["label"]}
@@ -128,8 +104,9 @@ def run_trl_kto(model: Any, ref_model: Any, tokenizer: Any, rows: list[dict[str,
         bf16=False, fp16=False, gradient_checkpointing=False,  # KTOConfig defaults: bf16 autocast, checkpointing
         use_cpu=not torch.cuda.is_available(),
     )
-    trainer = PretokenizedKTOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=dataset,
-                                     processing_class=tokenizer, callbacks=[Steps()])
+    trainer = harness.pretokenized(KTOTrainer, record)(
+        model=model, ref_model=ref_model, args=config, train_dataset=dataset, processing_class=tokenizer,
+        callbacks=[harness.trl_step_timer(record)])
     trainer.train()
     return trainer.model
 

@@ -106,35 +106,9 @@ def run_lightpref(args: argparse.Namespace, record: dict[str, list]) -> Any:
 def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[str, list[int]]]) -> Any:
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
     from lightpref.models.pretrained import load_tokenizer
-
-    class PretokenizedRewardTrainer(RewardTrainer):
-        """TRL 1.16 re-tokenises every dataset; ours is already tokenised, in order."""
-
-        def _prepare_dataset(self, dataset: Any, *rest: Any, **options: Any) -> Any:
-            return dataset
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            return torch.utils.data.SequentialSampler(self.train_dataset if train_dataset is None else train_dataset)
-
-        def compute_loss(self, model: Any, inputs: Any, *rest: Any, **options: Any) -> Any:
-            loss = super().compute_loss(model, inputs, *rest, **options)
-            if model.training:
-                record["losses"].append(float(loss.detach()))
-            return loss
-
-    class Steps(TrainerCallback):
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            harness.synchronize()
-            self.start, self.cpu = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            harness.synchronize()
-            record["step_seconds"].append(time.perf_counter() - self.start)
-            record["cpu_seconds"].append(time.process_time() - self.cpu)
 
     rows = [{"chosen_ids": pair["prompt_ids"] + pair["chosen_ids"],
              "rejected_ids": pair["prompt_ids"] + pair["rejected_ids"]} for pair in pairs[: args.train_pairs]]
@@ -146,8 +120,9 @@ def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[
         bf16=args.bf16, fp16=False, disable_dropout=True, center_rewards_coefficient=None,
         pad_token="<|endoftext|>", use_cpu=not torch.cuda.is_available(),
     )
-    trainer = PretokenizedRewardTrainer(model=initial_model(), args=config, train_dataset=Dataset.from_list(rows),
-                                        processing_class=load_tokenizer(*GGUF), callbacks=[Steps()])
+    trainer = harness.pretokenized(RewardTrainer, record)(
+        model=initial_model(), args=config, train_dataset=Dataset.from_list(rows),
+        processing_class=load_tokenizer(*GGUF), callbacks=[harness.trl_step_timer(record, "cpu_seconds")])
     trainer.train()
     return trainer.model
 
