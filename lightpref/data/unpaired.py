@@ -32,6 +32,7 @@ from lightpref.batch import UnpairedBatch
 from lightpref.data.collate import pad_rows
 from lightpref.data.formats import InvalidRecord, Prompt, assistant_turns, chat_messages
 from lightpref.data.groups import tokenize_groups
+from lightpref.data.ranked import RankedExample
 from lightpref.data.tokenize import TokenizeStats
 
 if TYPE_CHECKING:
@@ -48,20 +49,6 @@ class UnpairedExample:
     prompt: Prompt
     completion: Prompt
     label: bool
-
-    @property
-    def is_conversational(self) -> bool:
-        return isinstance(self.prompt, list)
-
-
-@dataclass(frozen=True)
-class MismatchedGroup:
-    """An example with its mismatched completion, in the form :func:`~lightpref.data.groups.tokenize_groups` reads:
-    ``completions`` = [own, mismatched], both scored with the label."""
-
-    prompt: Prompt
-    completions: list[Prompt]
-    scores: list[float]
 
     @property
     def is_conversational(self) -> bool:
@@ -98,16 +85,18 @@ def normalise_unpaired(record: dict[str, Any]) -> UnpairedExample:
     return UnpairedExample(prompt, completion, label)
 
 
-def with_mismatched(examples: Sequence[UnpairedExample]) -> list[MismatchedGroup]:
+def with_mismatched(examples: Sequence[UnpairedExample]) -> list[RankedExample]:
     """Each example with the completion of the one before it (the first with the last's), among examples of the same
-    kind (string or chat prompts); an example alone of its kind gets its own completion."""
-    groups: list[MismatchedGroup | None] = [None] * len(examples)
+    kind (string or chat prompts); an example alone of its kind gets its own completion. Each comes as the group
+    :func:`~lightpref.data.groups.tokenize_groups` reads: ``completions`` = [own, mismatched], both scored with the
+    label."""
+    groups: list[RankedExample | None] = [None] * len(examples)
     for conversational in (False, True):
         positions = [n for n, example in enumerate(examples) if example.is_conversational == conversational]
         for previous, position in zip(positions[-1:] + positions[:-1], positions, strict=True):
             example, score = examples[position], float(examples[position].label)
-            groups[position] = MismatchedGroup(example.prompt, [example.completion, examples[previous].completion],
-                                               [score, score])
+            groups[position] = RankedExample(example.prompt, [example.completion, examples[previous].completion],
+                                             [score, score])
     return [group for group in groups if group is not None]
 
 
