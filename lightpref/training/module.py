@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -13,11 +12,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from peft import PeftConfig
 from torch import Tensor, nn
 
-from lightpref.batch import RANKED, UNPAIRED, GroupBatch, PairBatch, split_pairs
+from lightpref.batch import RANKED, UNPAIRED, GroupBatch, PairBatch
 from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
-from lightpref.losses.shapes import check_data_shape
+from lightpref.losses.shapes import RankedLogProbs, check_data_shape
 from lightpref.models.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry
 from lightpref.models.pretrained import ModelSource
 from lightpref.run.checkpointing import run_safety_callbacks
@@ -28,7 +27,7 @@ from lightpref.training.forward import TokenLogProbs
 from lightpref.training.group_pairs import AllPairs, GroupPairs
 from lightpref.training.metrics import batch_metrics, log_metrics
 from lightpref.training.packing import Scorer
-from lightpref.training.records import batch_groups, best_and_worst_rows, pair_rows, ranked_record
+from lightpref.training.records import batch_groups, best_and_worst_rows, pair_record, pair_rows, ranked_record
 from lightpref.training.reference import PrecomputeContext, build_reference
 from lightpref.training.schedules import optimisation
 from lightpref.training.unpaired_step import unpaired_step
@@ -169,18 +168,6 @@ class PreferenceModule(ExportAtEnd, LightningModule):
 
     # --- forward -------------------------------------------------------------------------------------------------
 
-    def _record(self, tokens: TokenLogProbs, views: Mapping[str, TokenLogProbs] | None = None) -> LogProbs:
-        """Split a (2B, T) result into the loss's per-pair record, holding exactly what the loss declared."""
-        (chosen, rejected), (chosen_mask, rejected_mask) = split_pairs(tokens.logps), split_pairs(tokens.mask)
-        record = LogProbs.from_tokens(chosen, rejected, chosen_mask, rejected_mask,
-                                      length_normalized=self.loss.length_normalized)
-        if not self.loss.needs_token_logps:
-            record = replace(record, chosen_tokens=None, rejected_tokens=None, chosen_mask=None, rejected_mask=None)
-        if tokens.log_collision is not None:
-            chosen_collision, rejected_collision = split_pairs(tokens.log_collision)
-            record = replace(record, chosen_log_collision=chosen_collision, rejected_log_collision=rejected_collision)
-        return replace(record, views={name: self._record(view) for name, view in (views or {}).items()})
-
     def _policy_views(self, batch: PairBatch) -> dict[str, TokenLogProbs]:
         """The policy's log-probs under each prompt view the loss declared: no gradient, eval mode (no dropout)."""
         if not self.loss.views:
@@ -206,22 +193,24 @@ class PreferenceModule(ExportAtEnd, LightningModule):
         reference_tokens = self.reference.token_logprobs(batch) if self.loss.requires_reference else None
         if self.loss.consumes == RANKED:  # every completion of a group at once (a pair is a group of two)
             groups, scores, mean = *batch_groups(batch), self.loss.length_normalized
-            policy: Any = ranked_record(policy_tokens, groups, scores, mean)
-            reference: Any = reference_tokens and ranked_record(reference_tokens, groups, scores, mean)
+            policy: LogProbs | RankedLogProbs = ranked_record(policy_tokens, groups, scores, mean)
+            reference: LogProbs | RankedLogProbs | None = None
+            if reference_tokens is not None:
+                reference = ranked_record(reference_tokens, groups, scores, mean)
             better, worse = best_and_worst_rows(groups, policy)  # the pair metrics: best against worst
         elif isinstance(batch, GroupBatch):  # pairs formed inside each group, all from the group's one forward
             better, worse = self.group_pairs(batch.group_ids, batch.scores)
             if not better.numel():  # no pair met the rule: nothing to learn from this batch
                 return {}, policy_tokens.logps.sum() * 0.0
-            policy = self._record(pair_rows(policy_tokens, better, worse))
-            reference = reference_tokens and self._record(pair_rows(reference_tokens, better, worse))
+            policy = pair_record(pair_rows(policy_tokens, better, worse), self.loss)
+            reference = reference_tokens and pair_record(pair_rows(reference_tokens, better, worse), self.loss)
         else:
             better = worse = None
-            policy = self._record(policy_tokens, self._policy_views(batch))
+            policy = pair_record(policy_tokens, self.loss, self._policy_views(batch))
             reference = None
             if reference_tokens is not None:
                 views = {name: self.reference.token_logprobs(batch, name) for name in self.loss.views}
-                reference = self._record(reference_tokens, views)
+                reference = pair_record(reference_tokens, self.loss, views)
         metric_tokens = policy_tokens if better is None else pair_rows(policy_tokens, better, worse)
         records = metric_tokens.mask.shape[0] // 2 if better is None else len(better)
         with torch.autocast(policy_tokens.logps.device.type, enabled=False):  # loss math in float32 (mixed precision)

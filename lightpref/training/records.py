@@ -11,10 +11,14 @@ reduce the result, so the pairs formed inside a group share its forward and its 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
-from lightpref.batch import GroupBatch, Sequences
+from lightpref.batch import GroupBatch, Sequences, split_pairs
+from lightpref.losses import LogProbs, PreferenceLoss
 from lightpref.losses.shapes import RankedLogProbs
 from lightpref.training.forward import TokenLogProbs
 
@@ -76,3 +80,19 @@ def best_and_worst_rows(group_ids: Tensor, record: RankedLogProbs) -> tuple[Tens
     row_at = torch.full(record.mask.shape, -1, dtype=torch.long, device=group_ids.device)
     row_at[group_ids, position] = torch.arange(len(group_ids), device=group_ids.device)
     return record.at(row_at, record.best()), record.at(row_at, record.worst())
+
+
+def pair_record(tokens: TokenLogProbs, loss: PreferenceLoss,
+                views: Mapping[str, TokenLogProbs] | None = None) -> LogProbs:
+    """Split a (2B, T) result (chosen rows, then rejected rows) into the loss's per-pair record, holding exactly what
+    ``loss`` declared: per-token log-probs only when it needs them, the collision log-probs when computed, and the
+    same record of each extra prompt view."""
+    (chosen, rejected), (chosen_mask, rejected_mask) = split_pairs(tokens.logps), split_pairs(tokens.mask)
+    record = LogProbs.from_tokens(chosen, rejected, chosen_mask, rejected_mask,
+                                  length_normalized=loss.length_normalized)
+    if not loss.needs_token_logps:
+        record = replace(record, chosen_tokens=None, rejected_tokens=None, chosen_mask=None, rejected_mask=None)
+    if tokens.log_collision is not None:
+        chosen_collision, rejected_collision = split_pairs(tokens.log_collision)
+        record = replace(record, chosen_log_collision=chosen_collision, rejected_log_collision=rejected_collision)
+    return replace(record, views={name: pair_record(view, loss) for name, view in (views or {}).items()})
