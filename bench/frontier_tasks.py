@@ -64,8 +64,10 @@ class PairTermRecorder(Callback):
         self.steps: list[dict[str, Any]] = []
         self._pending: list[LossOutput] = []
         self._handle: Any = None
+        self._trainer: Any = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._trainer = trainer
         self._handle = pl_module.loss.register_forward_hook(self._keep)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -73,7 +75,7 @@ class PairTermRecorder(Callback):
             self._handle.remove()
 
     def _keep(self, loss: Any, inputs: Any, output: LossOutput) -> None:
-        if loss.training:  # validation batches run with the module in eval mode
+        if self._trainer.training:  # not the validation batches in between
             self._pending.append(output)
 
     def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:

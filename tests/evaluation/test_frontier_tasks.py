@@ -74,25 +74,24 @@ def sr_records():
 
 def test_pair_terms_by_hand(bench):
     """β = 0.5: β·h = [1, 0, 0] and Δ = β·[3, 1, 0] = [1.5, 0.5, 0]; validation forwards are not kept."""
-    module = Module(build("sr_dpo", beta=0.5))
+    module, trainer = Module(build("sr_dpo", beta=0.5)), SimpleNamespace(training=True, global_step=1)
     recorder = bench.tasks.PairTermRecorder()
-    recorder.on_train_start(None, module)
-    module.train()
+    recorder.on_train_start(trainer, module)
     module.loss(*sr_records())
-    recorder.on_train_batch_end(SimpleNamespace(global_step=1))
-    module.eval()
+    recorder.on_train_batch_end(trainer)
+    trainer.training = False
     module.loss(*sr_records())  # a validation batch
-    module.train()
+    trainer.training, trainer.global_step = True, 2
     module.loss(*sr_records())
-    recorder.on_train_batch_end(SimpleNamespace(global_step=2))
-    recorder.on_train_end(None, module)
+    recorder.on_train_batch_end(trainer)
+    recorder.on_train_end(trainer, module)
     module.loss(*sr_records())  # after training: the hook is gone
     assert recorder.steps == [{"step": 1, "margin": [1.0, 0.0, 0.0], "delta": [1.5, 0.5, 0.0]},
                               {"step": 2, "margin": [1.0, 0.0, 0.0], "delta": [1.5, 0.5, 0.0]}]
     dpo, plain = Module(build("dpo", beta=0.5)), bench.tasks.PairTermRecorder()
-    plain.on_train_start(None, dpo)
+    plain.on_train_start(SimpleNamespace(training=True, global_step=1), dpo)
     dpo.loss(*sr_records())
-    plain.on_train_batch_end(SimpleNamespace(global_step=1))
+    plain.on_train_batch_end(SimpleNamespace(training=True, global_step=1))
     assert plain.steps == [{"step": 1, "margin": [1.0, 0.0, 0.0]}]  # DPO has no Δ
 
 
