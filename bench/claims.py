@@ -17,6 +17,10 @@ same held-out draws), and "resolved" means a mean at least two standard errors a
   values over training); then per seed the Sr-method's held-out reward interpolated at the KL its base method (DPO
   / IPO) reached at its last evaluation, minus the base method's reward there. Held above zero by more than two
   standard errors, not held below zero by more than two, not resolved otherwise (or when Δ never leaves 0).
+
+When the records keep each training pair's terms (``frontier.py --record-pairs``, always on for the arithmetic
+tasks), a second table gives the distribution of Sr's Δ over all pairs of all seeds: the fraction with |Δ| > 0.01,
+its quantiles, and its Pearson correlation with the pair's β·h.
 """
 
 from __future__ import annotations
@@ -138,6 +142,52 @@ def self_refine(runs: dict, initial: dict[int, Record], beta: float, method: str
             f"{base}'s final KL minus {base}'s: {_cell(difference)} | {verdict} |")
 
 
+def quantile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile, linearly interpolated between order statistics.
+
+    >>> quantile([4.0, 1.0, 3.0, 2.0], 0.5), quantile([4.0, 1.0, 3.0, 2.0], 0.9)
+    (2.5, 3.7)
+    """
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 12)
+
+
+def correlation(first: Sequence[float], second: Sequence[float]) -> float:
+    """Pearson's correlation; NaN when either sequence is constant.
+
+    >>> correlation([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]), correlation([1.0, 2.0], [5.0, 5.0])
+    (0.9933992677987828, nan)
+    """
+    mean_a, mean_b = sum(first) / len(first), sum(second) / len(second)
+    covariance = sum((a - mean_a) * (b - mean_b) for a, b in zip(first, second, strict=True))
+    spread = math.sqrt(sum((a - mean_a) ** 2 for a in first) * sum((b - mean_b) ** 2 for b in second))
+    return covariance / spread if spread else math.nan
+
+
+def delta_distribution(runs: dict) -> str:
+    """The table of Δ's distribution over the recorded training pairs of each Sr run (all seeds); empty when no
+    record keeps its pairs' terms."""
+    rows = []
+    for (method, beta), by_seed in sorted(runs.items()):
+        steps = [step for run in by_seed.values() for step in run.get("pairs", []) if step.get("delta")]
+        if not method.startswith("sr_") or not steps:
+            continue
+        deltas = [value for step in steps for value in step["delta"]]
+        margins = [value for step in steps for value in step["margin"]]
+        moved = sum(abs(value) > 0.01 for value in deltas) / len(deltas)
+        spread = ", ".join(f"{quantile(deltas, q):+.4f}" for q in (0.0, 0.1, 0.5, 0.9, 1.0))
+        rows.append(f"| {method} | {beta:g} | {len(by_seed)} | {len(deltas)} | {moved:.2f} | {spread} | "
+                    f"{correlation(deltas, margins):+.2f} |")
+    if not rows:
+        return ""
+    head = ["| method | β | seeds | pairs | fraction \\|Δ\\| > 0.01 | Δ quantiles 0, 0.1, 0.5, 0.9, 1 | "
+            "correlation of Δ with β·h |", "|---|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
 def report(records: list[Record]) -> str:
     runs = runs_by(records)
     initial = {seed: run for (method, _), by_seed in runs.items() if method == "initial"
@@ -148,7 +198,9 @@ def report(records: list[Record]) -> str:
         rows += [minor_dpo(runs, initial, beta), sgdpo(runs, initial, beta),
                  self_refine(runs, initial, beta, "sr_dpo", "dpo"), self_refine(runs, initial, beta, "sr_ipo", "ipo")]
     lines = ["| claim | β | seeds | statistic (mean ± standard error over seeds) | verdict |", "|---|---|---|---|---|"]
-    return "\n".join(lines + [row for row in rows if row]) + "\n"
+    text = "\n".join(lines + [row for row in rows if row]) + "\n"
+    deltas = delta_distribution(runs)
+    return text + ("\nThe refinement term Δ over the training pairs\n\n" + deltas if deltas else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

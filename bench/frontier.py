@@ -1,6 +1,7 @@
 """The reward–KL frontier of lightpref's methods on a sentiment task (the DPO paper's Figure 2, in miniature).
 
     python bench/frontier.py --out runs/frontier            # the full experiment (see docs/evaluation.md)
+    python bench/frontier.py --out runs/frontier-larger --task arithmetic-larger   # the second task
     python bench/frontier.py --out runs/frontier --plot-only
 
 1. Build a sentiment preference set: SmolLM2-135M-Instruct samples ``--samples-per-prompt`` reviews for each of
@@ -10,6 +11,10 @@
    the held-out review prompts (never seen in training), score them with VADER and estimate KL(π‖π_ref).
 4. Draw the frontier (reward vs KL, every evaluation of every run) and the log-prob curves, and write a markdown
    table (``plot_frontier.py``).
+
+``--task arithmetic-sum`` / ``arithmetic-larger`` swaps the review prompts and VADER for small arithmetic questions
+and a correctness reward (:mod:`lightpref.evaluation.arithmetic`), and Sr-DPO / Sr-IPO's instruction for one asking
+for a correct answer; those runs also keep every training pair's β·h and Sr's Δ (``--record-pairs``).
 
 Every finished run is appended to ``<out>/results.jsonl`` and the dataset builder is resumable, so an interrupted
 experiment continues where it stopped when the same command is run again.
@@ -26,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from frontier_tasks import TASKS, PairTermRecorder, Task  # bench/ is on sys.path when this file runs as a script
 from lightning.pytorch import Callback, Trainer, seed_everything
 from lightning.pytorch.loggers import TensorBoardLogger
-from plot_frontier import write_report  # bench/ is on sys.path when this file runs as a script
+from plot_frontier import write_report
 
 from lightpref.data import PreferenceDataModule
-from lightpref.evaluation import GenerationEvaluation, SamplingSettings, VaderSentiment, review_prompts
+from lightpref.evaluation import GenerationEvaluation, SamplingSettings
 from lightpref.evaluation.build_dataset import build_dataset
 from lightpref.losses import build
 from lightpref.models.pretrained import load_model, load_tokenizer
@@ -93,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--precompute-reference", action="store_true", help="compute the reference's log-probs of the data once and "
         "reuse them in every run (the same values, no reference forward per step; the KL of evaluations still uses "
         "the reference model)")
+    add("--task", default="sentiment", choices=sorted(TASKS), help="prompts and reward: review prompts scored by "
+        "VADER, or small arithmetic questions scored by correctness (the Sr methods' instruction follows the task)")
+    add("--numbers", default="0,14", help="LOW,HIGH: the operands of the arithmetic questions (ignored for sentiment)")
+    add("--record-pairs", action="store_true", help="keep every training pair's β·h and, for Sr-DPO / Sr-IPO, Δ in "
+        "the record (always on for the arithmetic tasks)")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
     add("--estimate", action="store_true", help="print the expected duration of these settings and exit")
     add("--plot-only", action="store_true", help="only redraw the figures and table from results.jsonl")
@@ -112,14 +123,31 @@ def _elapsed(start: tuple[float, float]) -> dict[str, float]:
     return {"wall_s": round(wall - start[0], 1), "cpu_s": round(cpu - start[1], 1)}
 
 
-def build_pairs(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, float]]:
-    """The sentiment pairs (resumable): the train split of the review prompts, SmolLM2 samples, VADER."""
+def settings_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings a record keeps: every argument but the output places; the task and its number range only for
+    another task than sentiment, ``record_pairs`` only when set (so the sentiment task's records are those of the
+    command from before the task became a choice)."""
+    settings = {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}
+    if args.task == "sentiment":
+        del settings["task"], settings["numbers"]
+    if not args.record_pairs:
+        del settings["record_pairs"]
+    return settings
+
+
+def task_of(args: argparse.Namespace) -> Task:
+    low, high = (int(value) for value in args.numbers.split(","))
+    return TASKS[args.task](low, high)
+
+
+def build_pairs(args: argparse.Namespace, out: Path, task: Task) -> tuple[Path, dict[str, float]]:
+    """The task's pairs (resumable): its train prompts, SmolLM2 samples, its reward."""
     path = out / "pairs.jsonl"
     start = _clock()
     tokenizer = load_tokenizer(MODEL, GGUF)
     settings = SamplingSettings(args.max_new_tokens, batch_size=16, chat_template=True, seed=1234)
-    stats = build_dataset(load_model(MODEL, gguf_file=GGUF), tokenizer, review_prompts(args.train_prompts),
-                          VaderSentiment(), path, settings, args.samples_per_prompt)
+    stats = build_dataset(load_model(MODEL, gguf_file=GGUF), tokenizer, task.prompts(args.train_prompts, "train"),
+                          task.reward(), path, settings, args.samples_per_prompt)
     timing = {"prompts_sampled": stats.prompts_sampled, **_elapsed(start)}
     print(f"pairs: {stats.pairs_written} new pairs from {stats.prompts_sampled} prompts "
           f"({stats.prompts_skipped} done before) in {timing['wall_s']} s")
@@ -127,14 +155,16 @@ def build_pairs(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, fl
 
 
 def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None, beta: float, seed: int,
-            group_pairs: GroupPairs | None = None, label: str | None = None) -> dict:
+            group_pairs: GroupPairs | None = None, label: str | None = None, task: Task | None = None) -> dict:
     """Train one method (or, with ``method=None``, only validate the initial model) and return its record.
 
     ``pairs`` may hold ranked groups; ``group_pairs`` then picks a pairwise loss's pairs inside each group and
-    ``label`` names the run in its record (default: the method)."""
+    ``label`` names the run in its record (default: the method); ``task`` defaults to ``--task``'s."""
     start = _clock()
+    task = task or task_of(args)
     seed_everything(seed, verbose=False)
-    loss = build(method, beta=beta) if method else build("dpo")  # the initial model: only validated
+    options = {"instruction": task.instruction} if method and method.startswith("sr_") and task.instruction else {}
+    loss = build(method, beta=beta, **options) if method else build("dpo")  # the initial model: only validated
     optimizer = partial(torch.optim.AdamW, lr=args.lr, weight_decay=0.0)
     lora = {}
     if args.lora_rank:
@@ -148,16 +178,18 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
                                 val_fraction=_val_fraction(pairs, args.val_pairs), max_length=args.max_length,
                                 max_prompt_length=args.max_length - args.max_new_tokens - 1, seed=seed)
     evaluation = GenerationEvaluation(
-        reward=VaderSentiment(), prompts=review_prompts(args.eval_prompts, split="eval"), num_prompts=None,
+        reward=task.reward(), prompts=task.prompts(args.eval_prompts, "eval"), num_prompts=None,
         max_new_tokens=args.max_new_tokens, batch_size=args.eval_prompts, chat_template=True, seed=seed,
     )
     curves = CurveRecorder()
+    pair_terms = PairTermRecorder()
+    callbacks = [evaluation, curves] + ([pair_terms] if args.record_pairs or task.record_pairs else [])
     label = label or method
     name = f"{label}_beta{beta}_seed{seed}" if method else f"initial_seed{seed}"
     trainer = Trainer(
         max_steps=args.steps, val_check_interval=args.eval_every, check_val_every_n_epoch=None, accelerator="cpu",
         num_sanity_val_steps=0, enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=1,
-        logger=TensorBoardLogger(out / "tensorboard", name=name), callbacks=[evaluation, curves],
+        logger=TensorBoardLogger(out / "tensorboard", name=name), callbacks=callbacks,
         enable_progress_bar=False,
     )
     if method is None:
@@ -166,7 +198,9 @@ def run_one(args: argparse.Namespace, out: Path, pairs: Path, method: str | None
         trainer.fit(module, data)
     record = {"method": label or "initial", "beta": beta, "seed": seed, "steps": args.steps if method else 0,
               "evals": evaluation.history, "val": curves.val, "train": curves.train, **_elapsed(start),
-              "config": {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}}
+              "config": settings_of(args)}
+    if pair_terms in callbacks and method is not None:
+        record["pairs"] = pair_terms.steps
     print(f"{name}: " + ", ".join(f"step {e['step']}: reward {e['reward']:.3f} KL {e.get('kl', float('nan')):.2f}"
                                   for e in evaluation.history) + f" ({record['wall_s']} s)", flush=True)
     return record
@@ -211,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--steps ({args.steps}) must be a multiple of --eval-every ({args.eval_every})")
         out.mkdir(parents=True, exist_ok=True)
         started = _clock()
-        pairs, timing = build_pairs(args, out)
+        pairs, timing = build_pairs(args, out, task_of(args))
         (out / "timing_pairs.json").write_text(json.dumps(timing))
         done = set()
         if results.is_file():

@@ -4,10 +4,12 @@
 - :class:`RewardFunction` and the built-in :class:`VaderSentiment` (optional ``sentiment`` extra) and
   :class:`CompletionLength` rewards, :class:`SequenceClassifierReward` (any Hugging Face reward model) and
   :class:`JudgeRanking` over a :class:`PairwiseJudge` such as :class:`LanguageModelJudge`;
+- :func:`arithmetic_prompts` and :class:`ArithmeticCorrectness`, small arithmetic questions and a correctness reward;
 - :func:`review_prompts`, lightpref's deterministic review prompts; ``python -m lightpref.evaluation.build_dataset``
   turns prompts, a model and a reward into preference pairs. See ``docs/evaluation.md``.
 """
 
+from lightpref.evaluation.arithmetic import ArithmeticCorrectness, arithmetic_prompts
 from lightpref.evaluation.callback import GenerationEvaluation
 from lightpref.evaluation.generation import Evaluation, Samples, SamplingSettings, evaluate_policy, sample_completions
 from lightpref.evaluation.judges import JudgeRanking, LanguageModelJudge, PairwiseJudge
@@ -16,6 +18,7 @@ from lightpref.evaluation.reward_models import SequenceClassifierReward
 from lightpref.evaluation.rewards import CompletionLength, RewardFunction, VaderSentiment, load_reward
 
 __all__ = [
+    "ArithmeticCorrectness",
     "CompletionLength",
     "Evaluation",
     "GenerationEvaluation",
@@ -27,6 +30,7 @@ __all__ = [
     "SequenceClassifierReward",
     "SamplingSettings",
     "VaderSentiment",
+    "arithmetic_prompts",
     "evaluate_policy",
     "load_reward",
     "read_prompts",
