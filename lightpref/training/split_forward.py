@@ -52,7 +52,9 @@ def split_unsupported(model: PreTrainedModel, scorer: Scorer, batch: UnpairedBat
         return "`logits_chunk_size: null` runs the model's own forward"
     if not scorer.shared_prompt:
         return "the scorer does not share prompts"
-    if getattr(model, "is_gradient_checkpointing", False):
+    checkpointing = "is_activation_checkpointing" if hasattr(model, "is_activation_checkpointing") else (
+        "is_gradient_checkpointing")
+    if getattr(model, checkpointing, False):
         return "gradient checkpointing turns the key/value cache off"
     reason = _unsupported(model, batch.attention_mask, batch.completion_mask)
     if reason:
