@@ -11,7 +11,7 @@ from lightpref.losses.kto import KTO
 from lightpref.losses.unpaired import kl_reference_point
 from lightpref.testing import tiny_model
 from lightpref.training.forward import completion_logprobs
-from lightpref.training.packing import Scorer
+from lightpref.training.packing import Scorer, packed_completion_logprobs
 from lightpref.training.split_forward import score_unpaired, split_logprobs, split_unsupported
 from lightpref.training.unpaired_step import unpaired_step
 
@@ -84,6 +84,12 @@ def test_cache_is_attached_to_each_examples_own_prompt():
     assert (wrong - plain[mismatched]).abs().min() > 1e-3
 
 
+def one_pass(model, rows):
+    """The one-pass shared-prompt forward of every row (prompt ∥ completion ∥ mismatched completion)."""
+    return packed_completion_logprobs(model, rows.input_ids, rows.attention_mask, rows.completion_mask, chunk_size=4,
+                                      groups=rows.row_groups())
+
+
 def kto_step(score_policy, batch, reference):
     with torch.no_grad():
         reference_tokens = Scorer(chunk_size=4)(reference, batch)
@@ -96,8 +102,7 @@ def test_loss_and_gradients_equal_the_one_pass_forward(implementation):
     tracks gradients through the mismatched rows and detaches z₀ afterwards."""
     batch, reference = batch_of(), model_of(implementation, seed=1)
     results = []
-    for score in (lambda model, rows: Scorer(chunk_size=4)(model, rows),
-                  lambda model, rows: score_unpaired(Scorer(chunk_size=4), model, rows)):
+    for score in (one_pass, lambda model, rows: Scorer(chunk_size=4)(model, rows)):
         policy = model_of(implementation)
         torch.manual_seed(2)  # a perturbation whose mismatched log-ratios average above 0 (z₀ ≈ 0.11, not clamped)
         with torch.no_grad():
@@ -155,12 +160,17 @@ def test_fallback_is_a_separate_no_grad_forward_with_the_same_result(case, monke
     assert all(grad is None or not grad.any() for grad in grads)
 
 
-def test_without_gradient_or_mismatched_rows_the_scorer_runs_unchanged(monkeypatch):
-    """Validation (no gradient) scores the whole batch in the one-pass forward; so does a batch without mismatched
-    rows."""
-    batch, policy = batch_of(), model_of()
-    monkeypatch.setattr(split_forward, "split_logprobs", lambda *args: pytest.fail("the two passes ran"))
-    with torch.no_grad():
-        assert score_unpaired(Scorer(chunk_size=4), policy, batch).logps.shape == batch.input_ids.shape
+def test_scorer_routes_unpaired_batches_with_mismatched_rows_through_the_two_passes(monkeypatch):
+    """The Scorer (policy and reference alike, with or without gradient) sends an unpaired batch with mismatched rows
+    to the two passes, and a batch of completions only to the one-pass forward; at policy = reference the mismatched
+    log-ratios are then exactly 0, so KTO's first-step loss is exactly 1/2 (λ = 1)."""
+    batch, policy, reference = batch_of(), model_of(), model_of()
+    calls = []
+    original = split_forward.split_logprobs
+    monkeypatch.setattr(split_forward, "split_logprobs", lambda *args: calls.append(1) or original(*args))
+    metrics, loss = kto_step(lambda rows: Scorer(chunk_size=4)(policy, rows), batch, reference)
+    assert len(calls) == 2  # the reference (no gradient), then the policy
+    assert metrics["kl"].item() == 0.0 and loss.item() == 0.5
     only = batch.completions_only()
-    assert score_unpaired(Scorer(chunk_size=4), policy, only).logps.shape == only.input_ids.shape
+    assert Scorer(chunk_size=4)(policy, only).logps.shape == only.input_ids.shape
+    assert len(calls) == 2

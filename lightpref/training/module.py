@@ -30,7 +30,6 @@ from lightpref.training.packing import Scorer
 from lightpref.training.records import batch_groups, best_and_worst_rows, pair_record, pair_rows, ranked_record
 from lightpref.training.reference import PrecomputeContext, build_reference
 from lightpref.training.schedules import optimisation
-from lightpref.training.split_forward import score_unpaired
 from lightpref.training.unpaired_step import unpaired_step
 from lightpref.views import PromptView
 
@@ -187,7 +186,7 @@ class PreferenceModule(ExportAtEnd, LightningModule):
                 "build the DataModule with `prompt_views=module.prompt_views` or attach both to one Trainer"
             )
         if self.loss.consumes == UNPAIRED:  # labelled completions (and their mismatched ones): lightpref.unpaired_step
-            return unpaired_step(self.loss, lambda rows: score_unpaired(self.scorer, self.policy, rows),
+            return unpaired_step(self.loss, lambda rows: self.scorer(self.policy, rows),
                                  self.reference.token_logprobs if self.loss.requires_reference else None, batch,
                                  self.policy.get_output_embeddings().out_features if self.scorer.chunk_size else None)
         policy_tokens = self.scorer(self.policy, batch, self.loss.needs_collision_logps)

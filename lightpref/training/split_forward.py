@@ -75,13 +75,12 @@ def _prompt_lengths(completion_mask: Tensor) -> Tensor:
 
 
 def score_unpaired(scorer: Scorer, model: PreTrainedModel, batch: UnpairedBatch) -> TokenLogProbs:
-    """(N, T) per-token log-probs of an unpaired batch's rows under ``model``: with gradient on each example's
-    completion, without on its mismatched completion (two passes, see the module docstring, or a separate no-grad
-    forward where those cannot be done). A batch with no mismatched rows, or one scored without gradient, goes
-    through ``scorer`` unchanged."""
-    own, mismatched = batch.rows_at(0), batch.rows_at(1)
-    if len(batch.group_ids) == len(own) or not torch.is_grad_enabled():
-        return scorer(model, batch)
+    """(N, T) per-token log-probs of an unpaired batch's rows (each example's completion and mismatched completion)
+    under ``model``: with gradient (when enabled) on the completions, without on the mismatched completions, in two
+    passes (see the module docstring) or, where those cannot be done, a separate no-grad forward of the mismatched
+    rows. :class:`Scorer` routes such batches here, for the policy and the reference alike, so that at the first step
+    (policy = reference) the mismatched log-ratios are exactly 0."""
+    mismatched = batch.rows_at(1)
     if split_unsupported(model, scorer, batch) is None:
         return split_logprobs(model, batch, scorer.chunk_size, auto_packed_length(model) if scorer.pack else 0)
     completions = scorer(model, batch.completions_only())
