@@ -13,10 +13,9 @@ no example's neighbour shares its prompt. lightpref tokenises them once (max len
 mismatched completion (the previous example's); both sides train on those token ids in the same order, TRL given the
 same mismatched completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
 
-- ``lightpref``: the policy in two passes, the packed prompts and completions with gradient, then the mismatched
-  completions without, attending to their prompt's cached keys and values (``lightpref.training.split_forward``); the
-  reference in one no-grad packed forward over each prompt, its completion and its mismatched completion (the prompt
-  computed once either way);
+- ``lightpref``: each model in two passes, the packed prompts and completions (with gradient for the policy), then
+  the mismatched completions without gradient, attending to their prompt's cached keys and values
+  (``lightpref.training.split_forward``; the prompt computed once);
 - ``trl``: TRL 1.16's ``KTOTrainer`` (its matched and its mismatched (``KL``) forwards, per model), pre-tokenised.
 
 Each run is a fresh subprocess (peak memories do not mix); reported per side: the median step time, tokens per
