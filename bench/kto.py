@@ -13,8 +13,9 @@ no example's neighbour shares its prompt. lightpref tokenises them once (max len
 mismatched completion (the previous example's); both sides train on those token ids in the same order, TRL given the
 same mismatched completions as its ``KL_completion_ids``, so both estimate KTO's KL term from the same mismatched pairs:
 
-- ``lightpref``: one packed forward per model over each example's prompt, its completion and its mismatched
-  completion (the prompt computed once);
+- ``lightpref``: each model in two passes, the packed prompts and completions (with gradient for the policy), then
+  the mismatched completions without gradient, attending to their prompt's cached keys and values
+  (``lightpref.training.split_forward``; the prompt computed once);
 - ``trl``: TRL 1.16's ``KTOTrainer`` (its matched and its mismatched (``KL``) forwards, per model), pre-tokenised.
 
 Each run is a fresh subprocess (peak memories do not mix); reported per side: the median step time, tokens per

@@ -70,18 +70,26 @@ def test_kto_step_equals_the_plain_forward_and_the_equation(tiny_checkpoint, oth
 
 
 def test_apo_zero_unpaired_scores_no_mismatched_rows(tiny_checkpoint, monkeypatch):
-    """The loss needs no KL estimate: the models see B rows, not 2B; KTO's see 2B."""
+    """The loss needs no KL estimate: the models see B rows, not 2B; KTO's see 2B (the policy's through the two-pass
+    forward of lightpref.training.split_forward)."""
     import lightpref.training.packing
+    import lightpref.training.split_forward
 
     batch = collate_unpaired(rows(), pad_token_id=0)
     seen = {}
     original = lightpref.training.packing.packed_completion_logprobs
+    original_split = lightpref.training.split_forward.split_logprobs
 
     def counting(model, input_ids, *rest, **options):
         seen[name].append(input_ids.shape[0])
         return original(model, input_ids, *rest, **options)
 
+    def counting_split(model, batch, *rest):
+        seen[name].append(batch.input_ids.shape[0])
+        return original_split(model, batch, *rest)
+
     monkeypatch.setattr(lightpref.training.packing, "packed_completion_logprobs", counting)
+    monkeypatch.setattr(lightpref.training.split_forward, "split_logprobs", counting_split)
     for name in ("apo_zero_unpaired", "kto"):
         module = PreferenceModule(str(tiny_checkpoint), loss=name, logits_chunk_size=4)
         module.configure_model()

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from lightpref.batch import Sequences
+from lightpref.batch import Sequences, UnpairedBatch
 from lightpref.training.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
 from lightpref.training.packed_layout import PackedBatch, attention_mask_4d, block_mask, pack_batch
 
@@ -172,7 +172,14 @@ class Scorer:
     shared_prompt: bool = True
 
     def __call__(self, model: PreTrainedModel, sequences: Sequences, with_collision: bool = False) -> TokenLogProbs:
-        """(N, T) per-token log-probs of ``sequences``' completion tokens under ``model``."""
+        """(N, T) per-token log-probs of ``sequences``' completion tokens under ``model`` (an unpaired batch with
+        mismatched rows through :func:`lightpref.training.split_forward.score_unpaired`, the policy and the reference
+        alike, so both compute the same values)."""
+        mismatched = isinstance(sequences, UnpairedBatch) and len(sequences.rows_at(0)) < len(sequences.input_ids)
+        if mismatched and not with_collision:
+            from lightpref.training.split_forward import score_unpaired  # it builds on this module
+
+            return score_unpaired(self, model, sequences)
         return packed_completion_logprobs(
             model, sequences.input_ids, sequences.attention_mask, sequences.completion_mask,
             chunk_size=self.chunk_size, with_collision=with_collision, pack=self.pack, shared_prompt=self.shared_prompt,
