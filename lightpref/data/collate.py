@@ -20,10 +20,7 @@ from typing import Any
 import torch
 
 from lightpref.batch import GroupBatch, PairBatch, Sequences
-from lightpref.data.groups import collate_groups, group_from_row
-from lightpref.data.padding import pad_rows
 from lightpref.data.tokenize import TokenizedPair
-from lightpref.data.unpaired import collate_unpaired
 
 VIEW_COLUMN = "view_prompt_ids/"
 MARGIN_COLUMN = "margin"  # a pair's margin, when its record gives one (null otherwise)
@@ -72,6 +69,28 @@ def pair_sequences(
     return pad_rows(chosen + rejected, pad_token_id, pad_to_multiple_of)
 
 
+def pad_rows(
+    rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> Sequences:
+    """(prompt, completion) token rows as right-padded :class:`Sequences` with the mask of the completion tokens.
+
+    >>> pad_rows([([5, 6], [8, 3]), ([7], [3])], pad_token_id=0).input_ids.tolist()
+    [[5, 6, 8, 3], [7, 3, 0, 0]]
+    """
+    length = max(len(prompt) + len(completion) for prompt, completion in rows)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)  # (N, T)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (N, T)
+    completion_mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (N, T)
+    for row, (prompt, completion) in enumerate(rows):
+        end = len(prompt) + len(completion)
+        input_ids[row, :end] = torch.tensor(list(prompt) + list(completion), dtype=torch.long)
+        attention_mask[row, :end] = 1
+        completion_mask[row, len(prompt) : end] = True
+    return Sequences(input_ids, attention_mask, completion_mask)
+
+
 def pair_to_row(pair: TokenizedPair) -> dict[str, list[int]]:
     """A pair as a flat row for an Arrow dataset; each view's prompt is a column ``view_prompt_ids/<name>``.
 
@@ -109,8 +128,12 @@ def collate_rows(
     """
     batch: PairBatch | GroupBatch
     if rows and "label" in rows[0]:  # labelled single completions (lightpref.data.unpaired)
+        from lightpref.data.unpaired import collate_unpaired
+
         batch = collate_unpaired(rows, pad_token_id, pad_to_multiple_of)
     elif rows and "completion_ids" in rows[0]:  # ranked groups (lightpref.data.groups)
+        from lightpref.data.groups import collate_groups, group_from_row
+
         batch = collate_groups([group_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)
     else:
         batch = collate_pairs([pair_from_row(row) for row in rows], pad_token_id, pad_to_multiple_of)

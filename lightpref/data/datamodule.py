@@ -14,14 +14,15 @@ from transformers import PreTrainedTokenizerBase
 
 from lightpref.batch import RANKED, RECORD_NAMES, UNPAIRED
 from lightpref.data import cache
+from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
 from lightpref.data.formats import Format
 from lightpref.data.inputs import DataInputs
 from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import ChunkTokenizer, TokenizeJob, default_num_proc, write_split
 from lightpref.data.sampling import resumable
-from lightpref.data.splits import IndexedRows, cached_splits, log_counts
-from lightpref.data.streaming import hub_stream
+from lightpref.data.splits import IndexedRows, log_counts, training_positions
+from lightpref.data.streaming import StreamingPairs
 from lightpref.data.token_budget import token_budget, token_lengths
 from lightpref.data.tokenize import check_lengths
 from lightpref.data.unpaired import label_counts
@@ -233,18 +234,27 @@ class PreferenceDataModule(LightningDataModule):
             return
         self.check_loss()
         if self.streaming:
-            streams = [hub_stream(self.inputs, split, self.tokenize_job(), self.skip_invalid, self.pad_to_multiple_of,
-                                  self.batch_size if split == "train" else self.val_batch_size,
-                                  self.shuffle and split == "train", self.seed) for split in ("train", "val")]
-            self.train_dataset, self.val_dataset = streams
+            self.train_dataset, self.val_dataset = self._stream("train"), self._stream("val")
             return
         directory = self.cache_directory()
         if not cache.is_complete(directory):  # setup() called without prepare_data()
             self.prepare_data()
         self.stats = cache.read_stats(directory)
-        records = RECORD_NAMES[self.shape]
-        train, val, mixed = cached_splits(directory, self.stats, records, self.inputs.sources, self.val_fraction,
-                                          self.seed)
+        train, val = cache.read_split(directory, "train"), cache.read_split(directory, "val")
+        train_stats, records = self.stats["train"], RECORD_NAMES[self.shape]
+        if train is None:
+            raise ValueError(
+                f"no training {records} left: {train_stats['skipped_invalid']} invalid records skipped, "
+                f"{train_stats['dropped_by_truncation']} {records} dropped by truncation; check the data, or raise "
+                "`max_length`"
+            )
+        source_counts = train_stats["sources"]
+        positions, val_positions, mixed = training_positions(len(train), source_counts, self.inputs.sources,
+                                                             self.val_fraction, self.seed)
+        if val_positions is not None:  # the positions in memory: the cache stays read-only
+            val = train.select(val_positions, keep_in_memory=True)
+        if positions != range(len(train)):
+            train = train.select(positions, keep_in_memory=True)
         self.train_dataset, self.val_dataset = train, val
         log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True), records=records)
         if self.shape == UNPAIRED:
@@ -306,3 +316,18 @@ class PreferenceDataModule(LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
         )
+
+    def _stream(self, split: str) -> StreamingPairs | None:
+        """A split of the streamed Hub dataset, tokenised as it is read (``None`` when the split is not given)."""
+        hub_split = self.inputs.hub_split(split)
+        if hub_split is None:
+            return None
+        name = self.inputs.hub_dataset
+        dataset = data_sources.load_hub(name, self.inputs.hub_config, hub_split, streaming=True)
+        job = self.tokenize_job()
+        collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id,
+                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
+        shuffle = self.shuffle and split == "train"
+        batch_size = self.batch_size if split == "train" else self.val_batch_size
+        return StreamingPairs(dataset, f"hub dataset {name!r} split {hub_split!r}", job, self.inputs.format,
+                              self.skip_invalid, batch_size, collate, shuffle, self.seed)

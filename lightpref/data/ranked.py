@@ -18,11 +18,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightpref.data.fields import InvalidRecord, Prompt, assistant_turns, chat_messages
+from lightpref.data.formats import RANKED_FORMATS, InvalidRecord, Prompt, assistant_turns, chat_messages
 
 __all__ = ["RANKED_FORMATS", "RankedExample", "detect_ranked", "normalise_ranked", "normalise_ultrafeedback"]
-
-RANKED_FORMATS = ("ranked", "ultrafeedback")  # the formats this module reads
 
 
 @dataclass(frozen=True)

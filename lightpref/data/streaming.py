@@ -13,7 +13,7 @@ and, once the stream is exhausted, up to the last one. (Iterated by hand, it lag
 >>> from functools import partial
 >>> from datasets import Dataset
 >>> from lightpref.data.collate import collate_rows
->>> from lightpref.data.job import TokenizeJob
+>>> from lightpref.data.pipeline import TokenizeJob
 >>> from lightpref.testing import tiny_tokenizer
 >>> rows = Dataset.from_list([{"prompt": f"q{i}", "chosen": " a", "rejected": " b"} for i in range(5)])
 >>> job = TokenizeJob(tiny_tokenizer(), max_length=16, max_prompt_length=8)
@@ -26,21 +26,18 @@ and, once the stream is exhausted, up to the last one. (Iterated by hand, it lag
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from lightpref.data.collate import collate_rows, pair_to_row
+from lightpref.data.collate import pair_to_row
 from lightpref.data.formats import NormaliseResult, iter_normalised
-from lightpref.data.groups import group_to_row, tokenize_groups
-from lightpref.data.job import TokenizeJob, checked_shape
+from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
+from lightpref.data.pipeline import TokenizeJob
 from lightpref.data.tokenize import PairError, tokenize_pairs
 from lightpref.data.unpaired import tokenize_unpaired
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
-
-    from lightpref.data.inputs import DataInputs
 
 SHUFFLE_BUFFER = 10_000  # rows in the streamed shuffle buffer
 
@@ -137,20 +134,3 @@ class StreamingPairs:
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume = {"epoch": int(state_dict["epoch"]), "rows": int(state_dict["rows"])}
-
-
-def hub_stream(inputs: DataInputs, split: str, job: TokenizeJob, skip_invalid: bool, pad_to_multiple_of: int | None,
-               batch_size: int, shuffle: bool, seed: int) -> StreamingPairs | None:
-    """A split of the inputs' Hub dataset, streamed and tokenised as it is read (``None`` when the split is not
-    given): what a DataModule with ``streaming: true`` trains on."""
-    from lightpref.data import sources
-
-    hub_split = inputs.hub_split(split)
-    if hub_split is None:
-        return None
-    name = inputs.hub_dataset
-    dataset = sources.load_hub(name, inputs.hub_config, hub_split, streaming=True)
-    collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id, pad_to_multiple_of=pad_to_multiple_of,
-                      split=split)
-    return StreamingPairs(dataset, f"hub dataset {name!r} split {hub_split!r}", job, inputs.format, skip_invalid,
-                          batch_size, collate, shuffle, seed)

@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["formats", "fields", "pair_formats", "sources", "tokenize", "collate", "padding", "cache", "inputs", "splits",
-           "job", "pipeline", "mixture", "streaming", "sampling", "token_budget", "precut"]
+MODULES = ["formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
+           "streaming", "sampling", "token_budget", "precut"]
 
 
 @pytest.mark.parametrize("name", MODULES)
