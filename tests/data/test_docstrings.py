@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
+MODULES = ["example", "pair_formats", "formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
            "streaming", "sampling", "token_budget", "precut"]
 
 
