@@ -11,19 +11,20 @@ pipeline (:mod:`lightpref.data.pipeline`), run in this process or on workers (:m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from lightpref.data.collate import MARGIN_COLUMN, VIEW_COLUMN
 from lightpref.data.example import PreferenceExample
-from lightpref.data.groups import GROUP_SCHEMA, checked_shape, groups_record_batch, tokenize_groups
+from lightpref.data.groups import GROUP_SCHEMA, groups_record_batch, tokenize_groups
+from lightpref.data.ranked import RankedExample
 from lightpref.data.tokenize import PairError, TokenizeStats, tokenize_pairs
-from lightpref.data.unpaired import UNPAIRED_SCHEMA, tokenize_unpaired, unpaired_record_batch
+from lightpref.data.unpaired import UNPAIRED_SCHEMA, UnpairedExample, tokenize_unpaired, unpaired_record_batch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -95,3 +96,18 @@ def ids_array(rows: list[list[int]]) -> pa.ListArray:
     values = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
+
+def checked_shape(chunk: Sequence[tuple[str, Any]], ranked: bool, unpaired: bool = False) -> list[Any]:
+    """The examples of ``(location, example)`` rows, each checked to be of the run's shape (all ranked groups, all
+    labelled single completions, or all pairs): a mixture is an error naming the first row that differs."""
+    wanted = "unpaired" if unpaired else "ranked" if ranked else "pairs"
+    names = {"ranked": ("a ranked record", "ranked groups"), "unpaired": ("a labelled single completion",
+             "labelled single completions"), "pairs": ("a pair", "pairs")}
+    for location, example in chunk:
+        found = ("unpaired" if isinstance(example, UnpairedExample) else
+                 "ranked" if isinstance(example, RankedExample) else "pairs")
+        if found != wanted:
+            raise ValueError(f"{location}: {names[found][0]} among {names[wanted][1]}; every source of a run must give "
+                             "the same shape (prompt/chosen/rejected pairs, prompt/completions/scores groups, or "
+                             "prompt/completion/label examples)")
+    return [example for _, example in chunk]

@@ -16,7 +16,7 @@ from lightpref.batch import RANKED, RECORD_NAMES, UNPAIRED
 from lightpref.data import cache
 from lightpref.data import sources as data_sources
 from lightpref.data.collate import collate_rows
-from lightpref.data.formats import Format
+from lightpref.data.example import Format
 from lightpref.data.inputs import DataInputs
 from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import ChunkTokenizer, TokenizeJob, default_num_proc, write_split

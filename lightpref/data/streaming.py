@@ -13,7 +13,7 @@ and, once the stream is exhausted, up to the last one. (Iterated by hand, it lag
 >>> from functools import partial
 >>> from datasets import Dataset
 >>> from lightpref.data.collate import collate_rows
->>> from lightpref.data.pipeline import TokenizeJob
+>>> from lightpref.data.chunks import TokenizeJob
 >>> from lightpref.testing import tiny_tokenizer
 >>> rows = Dataset.from_list([{"prompt": f"q{i}", "chosen": " a", "rejected": " b"} for i in range(5)])
 >>> job = TokenizeJob(tiny_tokenizer(), max_length=16, max_prompt_length=8)
@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from lightpref.data.chunks import TokenizeJob, checked_shape
 from lightpref.data.collate import pair_to_row
 from lightpref.data.formats import NormaliseResult, iter_normalised
-from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
-from lightpref.data.pipeline import TokenizeJob
+from lightpref.data.groups import group_to_row, tokenize_groups
 from lightpref.data.tokenize import PairError, tokenize_pairs
 from lightpref.data.unpaired import tokenize_unpaired
 
