@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["example", "pair_formats", "formats", "sources", "tokenize", "collate", "cache", "inputs", "splits",
-           "chunks", "pipeline", "padding", "mixture", "streaming", "sampling", "token_budget", "precut"]
+           "chunks", "pipeline", "padding", "loaders", "mixture", "streaming", "sampling", "token_budget", "precut"]
 
 
 @pytest.mark.parametrize("name", MODULES)
