@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
@@ -25,6 +25,10 @@ from lightpref.data.streaming import StreamingPairs
 from lightpref.data.tokenize import check_lengths
 from lightpref.data.unpaired import label_counts
 from lightpref.views import PromptView
+
+if TYPE_CHECKING:
+    import datasets
+    from torch.utils.data import Dataset
 
 
 class PreferenceDataModule(LightningDataModule):
@@ -137,8 +141,8 @@ class PreferenceDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         self.prompt_views = prompt_views
         self._shape: str | None = None
-        self.train_dataset: Any = None
-        self.val_dataset: Any = None
+        self.train_dataset: datasets.Dataset | StreamingPairs | None = None
+        self.val_dataset: datasets.Dataset | StreamingPairs | None = None
         self.stats: dict[str, dict[str, Any]] = {}
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
@@ -176,7 +180,7 @@ class PreferenceDataModule(LightningDataModule):
         if callable(check):
             check(self.shape)
 
-    def _check_label_balance(self, train: Any) -> None:
+    def _check_label_balance(self, train: datasets.Dataset) -> None:
         """Log the training split's desirable and undesirable counts, and let the attached module warn when its loss's
         weights do not suit them."""
         desirable, undesirable = label_counts(train["label"])
@@ -284,7 +288,7 @@ class PreferenceDataModule(LightningDataModule):
         """``lightpref test`` evaluates the validation pairs (give them with ``val_files`` or ``val_fraction``)."""
         return self.val_dataloader()
 
-    def split_dataset(self, split: str) -> Any:
+    def split_dataset(self, split: str) -> datasets.Dataset | StreamingPairs | None:
         """The tokenised pairs of ``"train"`` or ``"val"`` after ``setup()`` (``None`` when there are none)."""
         return {"train": self.train_dataset, "val": self.val_dataset}[split]
 
@@ -302,7 +306,8 @@ class PreferenceDataModule(LightningDataModule):
             dataset = Subset(dataset, list(indices))
         return self._loader(dataset, batch_size, split, indexed=False)
 
-    def _loader(self, dataset: Any, batch_size: int, split: str, indexed: bool = True) -> DataLoader:
+    def _loader(self, dataset: datasets.Dataset | Dataset, batch_size: int, split: str,
+                indexed: bool = True) -> DataLoader:
         return rows_loader(dataset, batch_size, split, self.load_tokenizer().pad_token_id, self.pad_to_multiple_of,
                            self.num_workers, indexed)
 

@@ -39,6 +39,8 @@ from lightpref.data.unpaired import tokenize_unpaired
 if TYPE_CHECKING:
     from datasets import IterableDataset
 
+    from lightpref.batch import GroupBatch, PairBatch
+
 SHUFFLE_BUFFER = 10_000  # rows in the streamed shuffle buffer
 
 
@@ -66,7 +68,7 @@ class StreamingPairs:
         format: str,
         skip_invalid: bool,
         batch_size: int,
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        collate: Callable[[list[dict[str, Any]]], PairBatch | GroupBatch],
         shuffle: bool = True,
         seed: int = 0,
     ) -> None:
@@ -76,7 +78,7 @@ class StreamingPairs:
         self._resume: dict[str, int] | None = None
         self._next_epoch = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[PairBatch | GroupBatch]:
         epoch, start = (self._next_epoch, 0) if self._resume is None else (self._resume["epoch"], self._resume["rows"])
         self._resume = None
         self._trained = {"epoch": epoch, "rows": start}

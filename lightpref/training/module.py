@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule
@@ -32,6 +32,9 @@ from lightpref.training.reference import PrecomputeContext, build_reference
 from lightpref.training.schedules import optimisation
 from lightpref.training.unpaired_step import unpaired_step
 from lightpref.views import PromptView
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRScheduler
 
 DEFAULT_LR = 5e-7
 
@@ -268,7 +271,7 @@ class PreferenceModule(ExportAtEnd, LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------------------------
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         return optimisation(self.policy.parameters(), self.optimizer_factory, self.scheduler_factory, DEFAULT_LR,
                             lambda: self.trainer.estimated_stepping_batches)
 
