@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 PolicyGetter = Callable[[], nn.Module]
 
 
-@dataclass
 class OrderedSplits(Protocol):
     """The splits of a run's data, in a fixed order (lightpref's :class:`~lightpref.data.PreferenceDataModule`)."""
 
@@ -52,6 +51,7 @@ class OrderedSplits(Protocol):
     def ordered_dataloader(self, split: str, batch_size: int, indices: Sequence[int] | None = None) -> DataLoader: ...
 
 
+@dataclass
 class PrecomputeContext:
     """What precomputing the reference over a run's data needs from the run, given by the module."""
 
