@@ -20,7 +20,13 @@ from typing import Any
 import torch
 
 from lightpref.batch import GroupBatch, PairBatch, Sequences
+from lightpref.data.padding import pad_rows
 from lightpref.data.tokenize import TokenizedPair
+
+__all__ = [  # pad_rows lives in lightpref.data.padding; it keeps working from here
+    "MARGIN_COLUMN", "VIEW_COLUMN", "collate_pairs", "collate_rows", "pad_rows", "pair_from_row", "pair_margins",
+    "pair_sequences", "pair_to_row",
+]
 
 VIEW_COLUMN = "view_prompt_ids/"
 MARGIN_COLUMN = "margin"  # a pair's margin, when its record gives one (null otherwise)
@@ -67,28 +73,6 @@ def pair_sequences(
     chosen = [(prompt, pair.chosen_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
     rejected = [(prompt, pair.rejected_ids) for prompt, pair in zip(prompts, pairs, strict=True)]
     return pad_rows(chosen + rejected, pad_token_id, pad_to_multiple_of)
-
-
-def pad_rows(
-    rows: Sequence[tuple[list[int], list[int]]], pad_token_id: int, pad_to_multiple_of: int | None = None
-) -> Sequences:
-    """(prompt, completion) token rows as right-padded :class:`Sequences` with the mask of the completion tokens.
-
-    >>> pad_rows([([5, 6], [8, 3]), ([7], [3])], pad_token_id=0).input_ids.tolist()
-    [[5, 6, 8, 3], [7, 3, 0, 0]]
-    """
-    length = max(len(prompt) + len(completion) for prompt, completion in rows)
-    if pad_to_multiple_of:
-        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)  # (N, T)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)  # (N, T)
-    completion_mask = torch.zeros((len(rows), length), dtype=torch.bool)  # (N, T)
-    for row, (prompt, completion) in enumerate(rows):
-        end = len(prompt) + len(completion)
-        input_ids[row, :end] = torch.tensor(list(prompt) + list(completion), dtype=torch.long)
-        attention_mask[row, :end] = 1
-        completion_mask[row, len(prompt) : end] = True
-    return Sequences(input_ids, attention_mask, completion_mask)
 
 
 def pair_to_row(pair: TokenizedPair) -> dict[str, list[int]]:

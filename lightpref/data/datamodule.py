@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
@@ -14,19 +13,22 @@ from transformers import PreTrainedTokenizerBase
 
 from lightpref.batch import RANKED, RECORD_NAMES, UNPAIRED
 from lightpref.data import cache
-from lightpref.data import sources as data_sources
-from lightpref.data.collate import collate_rows
-from lightpref.data.formats import Format
+from lightpref.data.chunk_pool import ChunkTokenizer, default_num_proc
+from lightpref.data.chunks import TokenizeJob
+from lightpref.data.example import Format
 from lightpref.data.inputs import DataInputs
+from lightpref.data.loaders import hub_stream, rows_loader, training_order
 from lightpref.data.mixture import DataSource
-from lightpref.data.pipeline import ChunkTokenizer, TokenizeJob, default_num_proc, write_split
-from lightpref.data.sampling import resumable
+from lightpref.data.pipeline import write_split
 from lightpref.data.splits import IndexedRows, log_counts, training_positions
 from lightpref.data.streaming import StreamingPairs
-from lightpref.data.token_budget import token_budget, token_lengths
 from lightpref.data.tokenize import check_lengths
 from lightpref.data.unpaired import label_counts
 from lightpref.views import PromptView
+
+if TYPE_CHECKING:
+    import datasets
+    from torch.utils.data import Dataset
 
 
 class PreferenceDataModule(LightningDataModule):
@@ -139,8 +141,8 @@ class PreferenceDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else cache.default_cache_dir()
         self.prompt_views = prompt_views
         self._shape: str | None = None
-        self.train_dataset: Any = None
-        self.val_dataset: Any = None
+        self.train_dataset: datasets.Dataset | StreamingPairs | None = None
+        self.val_dataset: datasets.Dataset | StreamingPairs | None = None
         self.stats: dict[str, dict[str, Any]] = {}
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
@@ -178,7 +180,7 @@ class PreferenceDataModule(LightningDataModule):
         if callable(check):
             check(self.shape)
 
-    def _check_label_balance(self, train: Any) -> None:
+    def _check_label_balance(self, train: datasets.Dataset) -> None:
         """Log the training split's desirable and undesirable counts, and let the attached module warn when its loss's
         weights do not suit them."""
         desirable, undesirable = label_counts(train["label"])
@@ -271,10 +273,8 @@ class PreferenceDataModule(LightningDataModule):
                 raise ValueError("`streaming: true` supports one training process; set `streaming: false` to cache")
             return self.train_dataset
         loader = self._loader(self.train_dataset, self.batch_size, "train")
-        if self.max_tokens_per_batch is not None:
-            lengths = token_lengths(self.train_dataset)
-            return token_budget(loader, lengths, self.max_tokens_per_batch, self.shuffle, self.seed, **replicas)
-        return resumable(loader, self.shuffle, self.seed, **replicas)  # order by (seed, epoch); resumes mid-epoch
+        return training_order(loader, self.train_dataset, self.max_tokens_per_batch, self.shuffle, self.seed,
+                              **replicas)
 
     def val_dataloader(self) -> DataLoader | list:
         """The validation DataLoader, or ``[]`` (no validation) when there is no validation data."""
@@ -288,7 +288,7 @@ class PreferenceDataModule(LightningDataModule):
         """``lightpref test`` evaluates the validation pairs (give them with ``val_files`` or ``val_fraction``)."""
         return self.val_dataloader()
 
-    def split_dataset(self, split: str) -> Any:
+    def split_dataset(self, split: str) -> datasets.Dataset | StreamingPairs | None:
         """The tokenised pairs of ``"train"`` or ``"val"`` after ``setup()`` (``None`` when there are none)."""
         return {"train": self.train_dataset, "val": self.val_dataset}[split]
 
@@ -306,28 +306,13 @@ class PreferenceDataModule(LightningDataModule):
             dataset = Subset(dataset, list(indices))
         return self._loader(dataset, batch_size, split, indexed=False)
 
-    def _loader(self, dataset: Any, batch_size: int, split: str, indexed: bool = True) -> DataLoader:
-        collate = partial(collate_rows, pad_token_id=self.load_tokenizer().pad_token_id,
-                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
-        return DataLoader(
-            IndexedRows(dataset) if indexed else dataset,
-            batch_size=batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate,
-        )
+    def _loader(self, dataset: datasets.Dataset | Dataset, batch_size: int, split: str,
+                indexed: bool = True) -> DataLoader:
+        return rows_loader(dataset, batch_size, split, self.load_tokenizer().pad_token_id, self.pad_to_multiple_of,
+                           self.num_workers, indexed)
 
     def _stream(self, split: str) -> StreamingPairs | None:
         """A split of the streamed Hub dataset, tokenised as it is read (``None`` when the split is not given)."""
-        hub_split = self.inputs.hub_split(split)
-        if hub_split is None:
-            return None
-        name = self.inputs.hub_dataset
-        dataset = data_sources.load_hub(name, self.inputs.hub_config, hub_split, streaming=True)
-        job = self.tokenize_job()
-        collate = partial(collate_rows, pad_token_id=job.tokenizer.pad_token_id,
-                          pad_to_multiple_of=self.pad_to_multiple_of, split=split)
-        shuffle = self.shuffle and split == "train"
         batch_size = self.batch_size if split == "train" else self.val_batch_size
-        return StreamingPairs(dataset, f"hub dataset {name!r} split {hub_split!r}", job, self.inputs.format,
-                              self.skip_invalid, batch_size, collate, shuffle, self.seed)
+        return hub_stream(self.inputs, split, self.tokenize_job(), self.skip_invalid, batch_size,
+                          self.pad_to_multiple_of, self.shuffle and split == "train", self.seed)

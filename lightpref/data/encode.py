@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from lightpref.data.formats import Message
+    from lightpref.data.example import Message
 
 NO_CHAT_TEMPLATE = (
     "the data is conversational (chat messages) but the tokenizer has no chat template; use a tokenizer that has "

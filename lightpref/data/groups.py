@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 
 from lightpref.batch import GroupBatch
-from lightpref.data.collate import pad_rows
+from lightpref.data.padding import pad_rows
 from lightpref.data.tokenize import (
     PairError,
     TokenizeStats,
@@ -165,22 +165,3 @@ def collate_groups(
     group_ids = torch.tensor([number for number, group in enumerate(groups) for _ in group.completion_ids])
     scores = torch.tensor([score for group in groups for score in group.scores], dtype=torch.float32)
     return GroupBatch(main.input_ids, main.attention_mask, main.completion_mask, group_ids, scores)
-
-
-def checked_shape(chunk: Sequence[tuple[str, Any]], ranked: bool, unpaired: bool = False) -> list[Any]:
-    """The examples of ``(location, example)`` rows, each checked to be of the run's shape (all ranked groups, all
-    labelled single completions, or all pairs): a mixture is an error naming the first row that differs."""
-    from lightpref.data.ranked import RankedExample
-    from lightpref.data.unpaired import UnpairedExample
-
-    wanted = "unpaired" if unpaired else "ranked" if ranked else "pairs"
-    names = {"ranked": ("a ranked record", "ranked groups"), "unpaired": ("a labelled single completion",
-             "labelled single completions"), "pairs": ("a pair", "pairs")}
-    for location, example in chunk:
-        found = ("unpaired" if isinstance(example, UnpairedExample) else
-                 "ranked" if isinstance(example, RankedExample) else "pairs")
-        if found != wanted:
-            raise ValueError(f"{location}: {names[found][0]} among {names[wanted][1]}; every source of a run must give "
-                             "the same shape (prompt/chosen/rejected pairs, prompt/completions/scores groups, or "
-                             "prompt/completion/label examples)")
-    return [example for _, example in chunk]

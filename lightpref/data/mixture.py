@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lightpref.data.formats import FORMATS, Format
+from lightpref.data.example import FORMATS, Format
 
 
 @dataclass

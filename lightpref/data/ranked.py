@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lightpref.data.formats import RANKED_FORMATS, InvalidRecord, Prompt, assistant_turns, chat_messages
+from lightpref.data.example import RANKED_FORMATS, InvalidRecord, Prompt
+from lightpref.data.pair_formats import assistant_turns, chat_messages
 
 __all__ = ["RANKED_FORMATS", "RankedExample", "detect_ranked", "normalise_ranked", "normalise_ultrafeedback"]
 

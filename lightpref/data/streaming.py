@@ -13,7 +13,7 @@ and, once the stream is exhausted, up to the last one. (Iterated by hand, it lag
 >>> from functools import partial
 >>> from datasets import Dataset
 >>> from lightpref.data.collate import collate_rows
->>> from lightpref.data.pipeline import TokenizeJob
+>>> from lightpref.data.chunks import TokenizeJob
 >>> from lightpref.testing import tiny_tokenizer
 >>> rows = Dataset.from_list([{"prompt": f"q{i}", "chosen": " a", "rejected": " b"} for i in range(5)])
 >>> job = TokenizeJob(tiny_tokenizer(), max_length=16, max_prompt_length=8)
@@ -29,15 +29,17 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from lightpref.data.chunks import TokenizeJob, checked_shape
 from lightpref.data.collate import pair_to_row
 from lightpref.data.formats import NormaliseResult, iter_normalised
-from lightpref.data.groups import checked_shape, group_to_row, tokenize_groups
-from lightpref.data.pipeline import TokenizeJob
+from lightpref.data.groups import group_to_row, tokenize_groups
 from lightpref.data.tokenize import PairError, tokenize_pairs
 from lightpref.data.unpaired import tokenize_unpaired
 
 if TYPE_CHECKING:
     from datasets import IterableDataset
+
+    from lightpref.batch import GroupBatch, PairBatch
 
 SHUFFLE_BUFFER = 10_000  # rows in the streamed shuffle buffer
 
@@ -66,7 +68,7 @@ class StreamingPairs:
         format: str,
         skip_invalid: bool,
         batch_size: int,
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        collate: Callable[[list[dict[str, Any]]], PairBatch | GroupBatch],
         shuffle: bool = True,
         seed: int = 0,
     ) -> None:
@@ -76,7 +78,7 @@ class StreamingPairs:
         self._resume: dict[str, int] | None = None
         self._next_epoch = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[PairBatch | GroupBatch]:
         epoch, start = (self._next_epoch, 0) if self._resume is None else (self._resume["epoch"], self._resume["rows"])
         self._resume = None
         self._trained = {"epoch": epoch, "rows": start}

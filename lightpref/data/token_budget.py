@@ -116,7 +116,7 @@ class TokenBudgetBatchSampler(BatchSampler):
         self.sampler, self.lengths, self.max_tokens, self.drop_last = sampler, lengths, max_tokens, drop_last
         self.num_replicas, self.rank = num_replicas, rank
         self.start = 0  # batches of the coming epoch to skip (a resumed epoch)
-        self._planned: tuple[Any, list[list[int]]] | None = None
+        self._planned: tuple[int, list[list[int]]] | None = None  # (epoch, its batches)
 
     def set_epoch(self, epoch: int) -> None:
         if callable(getattr(self.sampler, "set_epoch", None)):
@@ -163,11 +163,11 @@ class TokenBudgetDataLoader(PositionedDataLoader):
     batch_sampler: TokenBudgetBatchSampler
 
     @property
-    def sampler(self) -> Any:
+    def sampler(self) -> Sampler[int]:
         return self.batch_sampler.sampler
 
     @sampler.setter
-    def sampler(self, value: Any) -> None:  # DataLoader.__init__ assigns its default sampler; the order is ours
+    def sampler(self, value: Sampler[int]) -> None:  # DataLoader.__init__ assigns its default; the order is ours
         pass
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from lightpref.data.encode import encode_text, encode_texts, render_chat
-from lightpref.data.formats import PreferenceExample, Prompt
+from lightpref.data.example import PreferenceExample, Prompt
 from lightpref.data.precut import cut_prompt, cut_texts
 
 if TYPE_CHECKING:

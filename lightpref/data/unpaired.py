@@ -29,9 +29,10 @@ import pyarrow as pa
 import torch
 
 from lightpref.batch import UnpairedBatch
-from lightpref.data.collate import pad_rows
-from lightpref.data.formats import InvalidRecord, Prompt, assistant_turns, chat_messages
+from lightpref.data.example import InvalidRecord, Prompt
 from lightpref.data.groups import tokenize_groups
+from lightpref.data.padding import pad_rows
+from lightpref.data.pair_formats import assistant_turns, chat_messages
 from lightpref.data.ranked import RankedExample
 from lightpref.data.tokenize import TokenizeStats
 

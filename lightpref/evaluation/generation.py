@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from lightpref.batch import Sequences
-from lightpref.data.collate import pad_rows
+from lightpref.data.padding import pad_rows
 from lightpref.data.tokenize import encode_prompt
 from lightpref.evaluation.rewards import Prompt, RewardFunction
 from lightpref.io import eval_mode

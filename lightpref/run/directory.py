@@ -20,10 +20,13 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 try:
     import fcntl
@@ -37,7 +40,7 @@ class RunDirectoryInUseError(ValueError):
     """Another running process holds a directory this run would write its checkpoints to."""
 
 
-def claim_version(logger: Any) -> Path | None:
+def claim_version(logger: Logger) -> Path | None:
     """Create the logger's next ``version_N`` directory atomically and fix its version to it; the directory, or
     ``None`` for a logger whose version is already set or that has no local root directory."""
     root = getattr(logger, "root_dir", None)
@@ -112,7 +115,7 @@ class RunDirectories(Callback):
         self.held = dict(held or {})
 
     @classmethod
-    def claiming(cls, loggers: Iterable[Any]) -> RunDirectories:
+    def claiming(cls, loggers: Iterable[Logger]) -> RunDirectories:
         """Claim the first logger's next ``version_N`` (:func:`claim_version`) and hold it at once."""
         directories = cls()
         for logger in list(loggers)[:1]:

@@ -93,7 +93,7 @@ def continue_after_epoch_end(checkpoint: dict[str, Any]) -> None:
             counts.update(dict.fromkeys(counts, 0))
 
 
-def _zero_current(progress: Any) -> None:
+def _zero_current(progress: object) -> None:
     """Set every ``current`` counter in a Lightning progress state to zero (the ``total`` ones stay)."""
     if not isinstance(progress, dict):
         return

@@ -10,6 +10,8 @@
 5. :mod:`~lightpref.training.metrics` — the batch's metrics, under the names users know.
 6. :mod:`~lightpref.training.schedules` and :mod:`~lightpref.training.callbacks` — the learning-rate schedule and
    the callbacks that change training itself (TR-DPO's reference update).
+7. :mod:`~lightpref.training.checkpoint_state` — what a checkpoint leaves out (the reference, frozen policy weights),
+   since the model source rebuilds it.
 
 The batch layout (:mod:`lightpref.batch`) and the prompt views (:mod:`lightpref.views`) are shared with the data
 pipeline and the losses, so they sit below all three at the package's top.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule
@@ -17,11 +17,12 @@ from lightpref.io import eval_mode
 from lightpref.losses import LogProbs, PreferenceLoss, build
 from lightpref.losses.base import check_output
 from lightpref.losses.shapes import RankedLogProbs, check_data_shape
-from lightpref.models.export import CHECKPOINT_KEY, frozen_entries, is_frozen_entry
+from lightpref.models.export import CHECKPOINT_KEY, frozen_entries
 from lightpref.models.pretrained import ModelSource
 from lightpref.run.checkpointing import run_safety_callbacks
 from lightpref.run.guards import ACTIONS, check_optimizer
 from lightpref.run.sharding import is_sharded, shard_models
+from lightpref.training.checkpoint_state import ignore_missing_frozen, trim_state
 from lightpref.training.export_at_end import ExportAtEnd
 from lightpref.training.forward import TokenLogProbs
 from lightpref.training.group_pairs import AllPairs, GroupPairs
@@ -32,6 +33,9 @@ from lightpref.training.reference import PrecomputeContext, build_reference
 from lightpref.training.schedules import optimisation
 from lightpref.training.unpaired_step import unpaired_step
 from lightpref.views import PromptView
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRScheduler
 
 DEFAULT_LR = 5e-7
 
@@ -143,7 +147,7 @@ class PreferenceModule(ExportAtEnd, LightningModule):
         self.on_nonfinite = on_nonfinite
         self.policy: nn.Module | None = None
         self.metrics = nn.ModuleDict({f"{stage}_metrics": nn.ModuleDict() for stage in ("train", "val", "test")})
-        self.register_load_state_dict_post_hook(_ignore_missing_frozen)
+        self.register_load_state_dict_post_hook(ignore_missing_frozen)
 
     @property
     def prompt_views(self) -> Mapping[str, PromptView]:
@@ -268,7 +272,7 @@ class PreferenceModule(ExportAtEnd, LightningModule):
 
     # --- optimisation --------------------------------------------------------------------------------------------
 
-    def configure_optimizers(self) -> Any:
+    def configure_optimizers(self) -> OptimizerLRScheduler:
         return optimisation(self.policy.parameters(), self.optimizer_factory, self.scheduler_factory, DEFAULT_LR,
                             lambda: self.trainer.estimated_stepping_batches)
 
@@ -282,25 +286,10 @@ class PreferenceModule(ExportAtEnd, LightningModule):
         state = checkpoint.get("state_dict", {})
         if is_sharded(self):  # FSDP loads every key the model has (strictly): its checkpoints keep the reference
             state = {}
-        frozen = self.frozen_policy_keys()
-        for key in [key for key in state if _rebuilt_from_source(key, frozen)]:
-            del state[key]  # rebuilt from the model source on load: a checkpoint holds only what is trained
+        trim_state(state, self.frozen_policy_keys())  # rebuilt from the model source on load: only what is trained
         checkpoint[CHECKPOINT_KEY] = self.source.to_dict()  # plain data: lets `lightpref export` rebuild the policy
 
     def frozen_policy_keys(self) -> frozenset[str]:
         """State-dict keys of the policy's frozen parameters (a LoRA policy's base weights): checkpoints leave them
         out, since :attr:`source` supplies them whenever the policy is built (and the run record pins its content)."""
         return frozen_entries(self.policy, "policy.") if self.policy is not None else frozenset()
-
-
-def _rebuilt_from_source(key: str, frozen_policy_keys: frozenset[str]) -> bool:
-    """Whether a state-dict key is left out of checkpoints: the reference's, or a frozen policy weight's."""
-    return key.startswith("reference.") or is_frozen_entry(key, frozen_policy_keys)
-
-
-def _ignore_missing_frozen(module: nn.Module, incompatible_keys: Any) -> None:
-    """Checkpoints hold no reference and no frozen policy weights by design: loading one must not report them
-    missing. A missing trainable weight is still reported (and is an error under strict loading)."""
-    frozen = module.frozen_policy_keys() if isinstance(module, PreferenceModule) else frozenset()
-    missing = incompatible_keys.missing_keys
-    missing[:] = [key for key in missing if not _rebuilt_from_source(key, frozen)]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -33,18 +33,29 @@ from lightpref.training.forward import TokenLogProbs
 from lightpref.training.packing import Scorer
 from lightpref.training.reference_cache import CACHE_VERSION, ReferenceCache
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence, Sized
+
+    from torch.utils.data import DataLoader
+
 PolicyGetter = Callable[[], nn.Module]
+
+
+class OrderedSplits(Protocol):
+    """The splits of a run's data, in a fixed order (lightpref's :class:`~lightpref.data.PreferenceDataModule`)."""
+
+    def split_dataset(self, split: str) -> Sized | None: ...
+
+    def split_fingerprint(self, split: str) -> str: ...
+
+    def ordered_dataloader(self, split: str, batch_size: int, indices: Sequence[int] | None = None) -> DataLoader: ...
 
 
 @dataclass
 class PrecomputeContext:
-    """What precomputing the reference over a run's data needs from the run, given by the module.
+    """What precomputing the reference over a run's data needs from the run, given by the module."""
 
-    ``datamodule`` offers ``split_dataset(split)``, ``split_fingerprint(split)`` and
-    ``ordered_dataloader(split, batch_size, indices)`` (lightpref's :class:`~lightpref.data.PreferenceDataModule`).
-    """
-
-    datamodule: Any
+    datamodule: OrderedSplits
     device: torch.device
     to_device: Callable[[PairBatch], PairBatch]
     rank: int = 0

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import LRScheduler, OptimizerLRScheduler
 
 
 class WarmupDecay(LambdaLR):
@@ -85,8 +88,8 @@ class WarmupLinearLR(WarmupDecay):
 
 
 def optimisation(parameters: Iterable[nn.Parameter], optimizer_factory: Callable[..., Optimizer] | None,
-                 scheduler_factory: Callable[[Optimizer], Any] | None, default_lr: float,
-                 total_steps: Callable[[], int]) -> Any:
+                 scheduler_factory: Callable[[Optimizer], LRScheduler] | None, default_lr: float,
+                 total_steps: Callable[[], int]) -> OptimizerLRScheduler:
     """What ``configure_optimizers`` returns for the trainable ``parameters``: the configured optimiser (AdamW at
     ``default_lr`` without one) and, when configured, its schedule stepped every optimiser step, told the run's
     ``total_steps()`` when it was built without them."""

@@ -120,7 +120,7 @@ def test_the_cache_is_reused_and_keyed_by_every_input(tokenizer, tmp_path: Path,
     def no_tokenising(*args, **kwargs):
         raise AssertionError("tokenised again instead of reading the cache")
 
-    monkeypatch.setattr("lightpref.data.pipeline.tokenize_pairs", no_tokenising)
+    monkeypatch.setattr("lightpref.data.chunks.tokenize_pairs", no_tokenising)
     second = ready(make(tokenizer, tmp_path))
     assert second.cache_directory() == first.cache_directory()
     assert list(second.train_dataset) == list(first.train_dataset)

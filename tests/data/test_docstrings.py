@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["formats", "sources", "tokenize", "collate", "cache", "inputs", "splits", "pipeline", "mixture",
-           "streaming", "sampling", "token_budget", "precut"]
+MODULES = ["example", "pair_formats", "formats", "sources", "tokenize", "collate", "cache", "inputs", "splits",
+           "chunks", "pipeline", "padding", "loaders", "mixture", "streaming", "sampling", "token_budget", "precut"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -20,18 +20,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("
 TOKENISING = """
 import json, os, sys, time
 from pathlib import Path
+import lightpref.data.chunk_pool as chunk_pool
 import lightpref.data.pipeline as pipeline
 from lightpref.data.datamodule import PreferenceDataModule
 from lightpref.testing import tiny_tokenizer
 
-out, original = Path(sys.argv[1]), pipeline.tokenize_chunk
+out, original = Path(sys.argv[1]), chunk_pool.tokenize_chunk
 
 def slow(job, chunk):
     (out / f"worker-{os.getpid()}").touch()
     time.sleep(0.5)
     return original(job, chunk)
 
-pipeline.tokenize_chunk, pipeline.CHUNK_PAIRS = slow, 2
+chunk_pool.tokenize_chunk, pipeline.CHUNK_PAIRS = slow, 2
 records = [{"prompt": f"q{i}", "chosen": " a", "rejected": " b"} for i in range(400)]
 if len(sys.argv) == 2:
     PreferenceDataModule(tiny_tokenizer(), records=records, num_proc=2, cache_dir=str(out / "cache")).prepare_data()

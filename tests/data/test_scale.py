@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 
+import lightpref.data.chunk_pool as chunk_pool
 import lightpref.data.pipeline as pipeline
 import lightpref.data.splits as splits
 from lightpref.batch import PairBatch
@@ -101,7 +102,7 @@ def recording_worker(chunk):
     return TOKENIZE_IN_WORKER(chunk)
 
 
-TOKENIZE_IN_WORKER = pipeline._tokenize_in_worker
+TOKENIZE_IN_WORKER = chunk_pool._tokenize_in_worker
 
 
 def test_a_non_utf8_training_file_stops_prepare_data_naming_the_line(tokenizer, tmp_path: Path):
@@ -122,7 +123,7 @@ def test_two_processes_write_a_cache_byte_identical_to_one(tokenizer, tmp_path: 
         record["chosen"], record["rejected"] = " same" * 40 + " a", " same" * 40 + " b"  # dropped: nothing left
     path = write_jsonl(tmp_path / "train.jsonl", records)
     pids = tmp_path / "pids"
-    monkeypatch.setattr(pipeline, "_tokenize_in_worker", recording_worker)
+    monkeypatch.setattr(chunk_pool, "_tokenize_in_worker", recording_worker)
     monkeypatch.setenv("PIDS_FILE", str(pids))
     one, two = (ready(make(tokenizer, tmp_path / f"p{n}", train_files=str(path), num_proc=n)) for n in (1, 2))
     workers = set(pids.read_text().split())
@@ -214,7 +215,7 @@ def dying_worker(chunk):
 
 def test_a_worker_that_dies_is_an_error_not_a_hang(tokenizer, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(pipeline, "CHUNK_PAIRS", 5)
-    monkeypatch.setattr(pipeline, "_tokenize_in_worker", dying_worker)
+    monkeypatch.setattr(chunk_pool, "_tokenize_in_worker", dying_worker)
     path = write_jsonl(tmp_path / "train.jsonl", explicit(20))
     data = make(tokenizer, tmp_path, train_files=str(path), num_proc=2)
     with pytest.raises(RuntimeError, match="a tokenising worker process ended unexpectedly.*lower `num_proc`"):
