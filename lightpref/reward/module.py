@@ -62,7 +62,7 @@ class RewardModule(LightningModule):
         dtype: weight dtype (``float32``, ``bfloat16``, ``float16``); scores and losses are float32 regardless.
         attn_implementation: transformers attention implementation (``sdpa``, ``eager``, ``flex_attention``…).
         trust_remote_code: run model code shipped with the checkpoint (off unless you trust it).
-        optimizer: optimiser factory; ``None`` is AdamW with lr 1e-5 and no weight decay.
+        optimizer: optimiser factory; ``None`` is AdamW with lr 1e-5 and no weight decay (fused where torch can).
         lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.training.schedules.WarmupCosineLR`.
         export_dir: where the trained reward model and tokenizer are saved in Hugging Face format at the end of
             ``fit`` (relative to the run's log directory unless absolute); ``None`` skips it. A LoRA model is saved

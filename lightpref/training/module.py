@@ -58,7 +58,7 @@ class PreferenceModule(ExportAtEnd, LightningModule):
         dtype: weight dtype (``float32``, ``bfloat16``, ``float16``); log-probs and losses are float32 regardless.
         attn_implementation: transformers attention implementation (``sdpa``, ``eager``, ``flash_attention_2``…).
         trust_remote_code: run model code shipped with the checkpoint (off unless you trust it).
-        optimizer: optimiser factory; ``None`` is AdamW with lr 5e-7 and no weight decay.
+        optimizer: optimiser factory; ``None`` is AdamW with lr 5e-7 and no weight decay (fused where torch can).
         lr_scheduler: schedule stepped every optimiser step, e.g. :class:`lightpref.training.schedules.WarmupCosineLR`.
         logits_chunk_size: completion positions projected to the vocabulary at a time (bounds logits memory);
             ``None`` uses the model's own full forward.

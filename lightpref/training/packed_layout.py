@@ -52,8 +52,8 @@ def pack_batch(
     ``shared_prompt`` each group is one sequence ``prompt ∥ c1 ∥ … ∥ cK``: its prompt (the common prefix of its rows
     before any completion starts) stored once, then each row's own tokens in row order, positions continuing from
     the prompt; each completion attends to the prompt and to itself only. Without it each row is a sequence. With
-    ``pack`` the sequences are packed, in order, into rows of at most ``max_packed_length`` tokens (``None``: all
-    in one row); without it each sequence has its own row. Rows are right-padded to the longest.
+    ``pack`` the sequences are packed, in order, into rows of at most ``max_packed_length`` tokens, filled evenly
+    (``None``: all in one row); without it each sequence has its own row. Rows are right-padded to the longest.
 
     >>> ids = torch.tensor([[5, 6, 7, 0], [5, 6, 8, 9]])
     >>> packed = pack_batch(ids, (ids > 0).long(), torch.tensor([[0, 0, 1, 0], [0, 0, 1, 1]]).bool())
@@ -122,12 +122,28 @@ def pack_batch(
 
 
 def _assign_rows(lengths: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
-    """Each sequence's packed row and offset in it: in order, a row taking sequences while they fit in
-    ``max_length`` tokens (``None``: one row; 0: a row each).
+    """Each sequence's packed row and offset in it, sequences in order: as few rows of at most ``max_length`` tokens
+    as taking sequences while they fit gives (``None``: one row; 0: a row each; a longer sequence has a row of its
+    own), filled evenly: the longest row as short as that many rows allow, so that the rows' padding and their
+    attention (quadratic in a row's length) are the least.
 
     >>> _assign_rows([3, 4, 2, 5], max_length=6)
     ([0, 1, 1, 2], [0, 0, 4, 0])
+    >>> _assign_rows([2, 2, 2, 2, 2], max_length=8)  # two rows: 6 + 4 tokens, not 8 + 2
+    ([0, 0, 0, 1, 1], [0, 2, 4, 0, 2])
     """
+    if not max_length or len(lengths) < 2:
+        return _fill_rows(lengths, max_length)
+    count = _fill_rows(lengths, max_length)[0][-1] + 1
+    low, high = min(max_length, -(-sum(lengths) // count)), max_length
+    while low < high:  # the shortest limit that still needs no more than `count` rows
+        middle = (low + high) // 2
+        low, high = (low, middle) if _fill_rows(lengths, middle)[0][-1] < count else (middle + 1, high)
+    return _fill_rows(lengths, low)
+
+
+def _fill_rows(lengths: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
+    """Each sequence's row and offset, a row taking sequences in order while they fit in ``max_length`` tokens."""
     rows, offsets, row, used = [], [], 0, 0
     for length in lengths:
         if used and max_length is not None and used + length > max_length:

@@ -87,6 +87,26 @@ class WarmupLinearLR(WarmupDecay):
         return 1 - progress
 
 
+FUSED_DEVICES = ("cpu", "cuda")  # where torch's fused AdamW kernel runs
+
+
+def default_adamw(parameters: list[nn.Parameter], lr: float) -> Optimizer:
+    """AdamW at ``lr`` without weight decay, fused (one kernel over all tensors, no temporaries per tensor) where
+    torch's fused kernel takes every parameter: plain floating-point tensors on the CPU or a CUDA device. Otherwise
+    (sharded DTensor parameters, other devices) the per-tensor loop. Both compute the AdamW update; they differ
+    only in float rounding (about 1e-7 relative).
+
+    >>> default_adamw([nn.Parameter(torch.zeros(2))], 1e-3).param_groups[0]["fused"]
+    True
+    """
+    fused = bool(parameters) and all(
+        type(parameter.data) is torch.Tensor and parameter.device.type in FUSED_DEVICES
+        and parameter.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        for parameter in parameters
+    )
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=fused or None)
+
+
 def optimisation(parameters: Iterable[nn.Parameter], optimizer_factory: Callable[..., Optimizer] | None,
                  scheduler_factory: Callable[[Optimizer], LRScheduler] | None, default_lr: float,
                  total_steps: Callable[[], int]) -> OptimizerLRScheduler:
@@ -95,7 +115,7 @@ def optimisation(parameters: Iterable[nn.Parameter], optimizer_factory: Callable
     ``total_steps()`` when it was built without them."""
     parameters = [parameter for parameter in parameters if parameter.requires_grad]
     if optimizer_factory is None:
-        optimizer = torch.optim.AdamW(parameters, lr=default_lr, weight_decay=0.0)
+        optimizer = default_adamw(parameters, default_lr)
     else:
         optimizer = optimizer_factory(parameters)
     if scheduler_factory is None:

@@ -125,3 +125,18 @@ def test_packed_scores_equal_the_plain_forward_on_gpu(implementation):
     torch.testing.assert_close(result, plain, atol=1e-4, rtol=1e-4)
     for mine, reference in zip(gradient, plain_gradient, strict=True):
         torch.testing.assert_close(mine, reference, atol=1e-4, rtol=1e-3)
+
+
+def test_rows_are_filled_evenly_and_the_scores_stay_exact():
+    """Five pairs of 6 tokens each (prompt 2, chosen 2, rejected 2) under a 24-token cap: taking pairs while they fit
+    gives rows of 24 and 6 tokens; filled evenly, 18 and 12 (two rows either way), with the plain forward's scores."""
+    model, batch = tiny_reward_model(), pairs_batch([(2, 2, 2)] * 5)
+    packed = scoring.pack_batch(batch.input_ids, batch.attention_mask, batch.completion_mask.bool(),
+                                max_packed_length=24)
+    assert packed.input_ids.shape == (2, 18)
+    assert (packed.segment_ids >= 0).sum(1).tolist() == [18, 12]
+    with torch.no_grad():
+        plain = plain_scores(model, batch.input_ids, batch.attention_mask)
+        scores = packed_scores(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                               max_packed_length=24)
+    torch.testing.assert_close(scores, plain, atol=1e-5, rtol=1e-5)
