@@ -153,9 +153,25 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        callbacks = trainer_callbacks(self._get(self.config_init, "trainer", default={}))
-        callbacks.append(DiskReport())  # what the run left on disk, said at its end
+        callbacks = run_callbacks(self._get(self.config_init, "trainer", default={}))
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
+
+def run_callbacks(settings: Mapping[str, Any]) -> list[Callback]:
+    """Every callback a ``fit`` (or a ``lightpref iterate`` round) adds to the Trainer's own: the run callbacks and
+    the model summary (:func:`trainer_callbacks`), and the report of what the run left on disk."""
+    return [*trainer_callbacks(settings), DiskReport()]
+
+
+def round_trainer(settings: Mapping[str, Any], callbacks: Sequence[Callback], **own: Any) -> Trainer:
+    """A Trainer of ``lightpref iterate``'s rounds, set up as ``fit``'s: ``settings`` (the config's ``trainer``
+    section, strategies named as ``fit`` names them, ``fsdp2`` included) with :func:`trainer_callbacks` around
+    ``callbacks`` (the round's disk use is the workflow's, so no :class:`DiskReport`); ``own`` are the settings the
+    round decides (its directory and logger)."""
+    register_strategies()
+    quiet_known_noise()
+    settings = {key: value for key, value in settings.items() if key != "__path__"}
+    return Trainer(**settings, **own, callbacks=trainer_callbacks({**settings, "callbacks": list(callbacks)}))
 
 
 def trainer_callbacks(settings: Mapping[str, Any]) -> list[Callback]:
