@@ -4,7 +4,7 @@ What it adds to Lightning's own CLI:
 
 - a loss given by registered name takes arguments like a class path does: ``--model.loss dpo
   --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}`` (every
-  :class:`~lightpref.commands.usage_errors.PreferenceArgumentParser` does this, see
+  :class:`~lightpref.commands.lightning_parser.PreferenceArgumentParser` does this, see
   :mod:`lightpref.commands.loss_names`);
 - help that reads cleanly: lightpref's model and data options first, Lightning's trainer options by their first
   sentence, no markup, a short usage line;
@@ -30,9 +30,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightpref.commands.lightning_parser import PreferenceArgumentParser
 from lightpref.commands.loss_names import is_loss_type
 from lightpref.commands.model_choice import chosen_model
-from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.losses.registry import registered_names
 from lightpref.run.callbacks import with_run_callbacks

@@ -8,7 +8,11 @@ both before jsonargparse prints them, so every command built on lightpref's pars
     error: unknown option `data.bath_size` (did you mean `data.batch_size` or `data.val_batch_size`?)
     error: `model.loss`: lightpref.losses.dpo.DPO takes no argument `betaa` (did you mean `beta`?); its arguments: …
 
-Any other message is printed as jsonargparse wrote it.
+Any other message is printed as jsonargparse wrote it. :class:`CommandParser` (jsonargparse's parser) is the one of
+the commands that run without Lightning (``export``, ``build-dataset``, ``reward export``), so their ``--help``
+does not import Lightning; :class:`~lightpref.commands.lightning_parser.PreferenceArgumentParser`
+(Lightning's) is the one of the commands that train. Both report usage errors through :class:`OneLineErrors` and
+resolve registered loss names (:mod:`lightpref.commands.loss_names`) when they are built.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from lightning.pytorch.cli import LightningArgumentParser
+from jsonargparse import ArgumentParser
 
 from lightpref.commands.loss_names import resolve_registered_loss_names
 
@@ -101,10 +105,9 @@ def one_line(message: str, parser: Any) -> str:
     return message
 
 
-class PreferenceArgumentParser(LightningArgumentParser):
-    """Lightning's argument parser, whose usage errors are one line with the nearest valid names (see above), and
-    in which a registered loss name is a class path (:mod:`lightpref.commands.loss_names`). Every lightpref command
-    that parses a config builds its parser from this class."""
+class OneLineErrors:
+    """The part every lightpref parser shares: registered loss names are class paths, and a usage error is one line
+    naming the key and the nearest valid names (:func:`one_line`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         resolve_registered_loss_names()
@@ -112,4 +115,16 @@ class PreferenceArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
-        super().error(one_line(message, parser), ex)
+        super().error(one_line(message, parser), ex)  # type: ignore[misc]
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """jsonargparse's parser with lightpref's usage errors: the parser of the commands that do not train."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PreferenceArgumentParser":  # its home imports Lightning: only when asked for
+        from lightpref.commands.lightning_parser import PreferenceArgumentParser
+
+        return PreferenceArgumentParser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

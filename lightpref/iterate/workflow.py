@@ -44,7 +44,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from lightpref.commands import trainer_cli
-from lightpref.commands.usage_errors import PreferenceArgumentParser
+from lightpref.commands.lightning_parser import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
 from lightpref.io import atomic_write_text
@@ -188,7 +188,9 @@ class IterativeRun:
             model.reference = str(converted_gguf(pretrained, gguf_file)) if gguf_file else pretrained
         elif self.iteration.update_reference:
             model.reference = None  # a frozen copy of the round's starting policy
-        return instantiate("model", model)
+        module = instantiate("model", model)
+        module.export_dir = None  # :meth:`train` sets the round's own (aside, then renamed into place)
+        return module
 
     def data(self, round_: int, **source: Any) -> PreferenceDataModule:
         """The round's DataModule: its pairs (or ``source``), shuffled with ``data.seed + round``."""
