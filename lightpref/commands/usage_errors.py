@@ -34,6 +34,7 @@ _CLASS_OPTION = re.compile(r"Problem with given class_path '(?P<path>[^']+)':\s*
                            r"not accepted")
 _CALLABLE_OPTION = re.compile(r"Option '(?P<option>[^']+)' is not accepted\. Got value: Namespace\("
                               r"class_path='(?P<path>[^']+)'")  # an optimiser or scheduler factory
+_REQUIRED = re.compile(r"^the following arguments are required: (?P<names>.*)$")
 _FILLED_BY_PARSER = ("params", "optimizer")  # the first argument of an optimiser / scheduler factory
 
 
@@ -99,6 +100,13 @@ def one_line(message: str, parser: Any) -> str:
     if match := _NOT_ACCEPTED.match(message):
         key = f"{match['group']}.{match['key']}" if match["group"] else match["key"]
         return unknown_option(key, parser)
+    if match := _REQUIRED.match(message):
+        names = [name.strip() for name in match["names"].split(",")]
+        command = parser.prog.replace(" [options]", "")
+        options = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+        missing = ", ".join(f"`{options.get(name, name)}`" if name in options or name.startswith("-") else
+                            name.upper() for name in names)
+        return f"missing {missing}: `{command} --help` shows what each is"
     argument = _CLASS_OPTION.search(message) or _CALLABLE_OPTION.search(message)
     if (union := _UNION.match(message)) and argument:
         return unknown_class_argument(union["key"], argument["path"], argument["option"]) or message

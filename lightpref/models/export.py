@@ -169,9 +169,10 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
 def main(argv: Sequence[str]) -> int:
     from lightpref.commands.usage_errors import CommandParser
 
-    parser = CommandParser(prog="lightpref export", description=__doc__.splitlines()[0], env_prefix="")
-    parser.add_argument("checkpoint", type=str, help="a .ckpt written by `lightpref fit`")
-    parser.add_argument("output", type=str, help="the directory to write (new or empty)")
+    parser = CommandParser(prog="lightpref export", env_prefix="",
+                           description="A checkpoint's policy as a Hugging Face model directory.")
+    parser.add_argument("checkpoint", type=str, metavar="CHECKPOINT", help="a .ckpt written by `lightpref fit`")
+    parser.add_argument("output", type=str, metavar="OUTPUT", help="the directory to write (new or empty)")
     parser.add_argument("--adapter_only", "--adapter-only", action="store_true",
                         help="save a LoRA adapter alone instead of merging")
     parser.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",

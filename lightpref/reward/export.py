@@ -57,8 +57,8 @@ def main(argv: Sequence[str]) -> int:
 
     parser = CommandParser(prog="lightpref reward export", env_prefix="",
                            description="A reward-model checkpoint as a Hugging Face model directory.")
-    parser.add_argument("checkpoint", type=str, help="a .ckpt written by `lightpref reward fit`")
-    parser.add_argument("output", type=str, help="the directory to write (new or empty)")
+    parser.add_argument("checkpoint", type=str, metavar="CHECKPOINT", help="a .ckpt written by `lightpref reward fit`")
+    parser.add_argument("output", type=str, metavar="OUTPUT", help="the directory to write (new or empty)")
     parser.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
                         help="run the model's own code shipped with its weights (never taken from the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
