@@ -1,6 +1,6 @@
 """What ``lightpref iterate`` checks before it writes anything, and when a run in ``out_dir`` may be continued.
 
-A run's ``config.json`` is written only once the start checks pass: the command (``--ckpt_path``, the strategy, the
+A run's ``config.json`` is written only once the start checks pass: the command (``--ckpt_path``, the
 launch), the models (``model.pretrained``, ``model.reference``, every ``model`` argument of the reward, e.g. a reward
 model, each an existing model directory or a Hub name that can be loaded), the ``iterate``, ``model`` and ``data``
 sections (each built once, so the reward model is loaded and the extras it needs are imported). A start that fails
