@@ -10,7 +10,8 @@
   ``fit`` trains one too when the config's ``model`` names ``RewardModule`` by ``class_path``.
 
 Only ``fit``, ``validate``, ``test``, ``iterate`` and ``reward fit|validate|test`` import Lightning:
-``lightpref --help``, ``lightpref losses`` and the other commands' ``--help`` start in about the time
+``lightpref --help``, ``lightpref losses`` and the other commands' ``--help`` and usage errors (their parsers are
+jsonargparse's, :class:`~lightpref.commands.usage_errors.CommandParser`) start in about the time
 ``import torch`` takes (measured by ``bench/startup.py``).
 """
 
@@ -38,8 +39,8 @@ OWN_COMMANDS = {
                                             "summary"),
     "export": ("lightpref.models.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging "
                                         "Face model directory"),
-    "build-dataset": ("lightpref.evaluation.build_dataset:main", "--output FILE.jsonl [--reward …]: sample, score "
-                                                                 "and pair completions into preference data"),
+    "build-dataset": ("lightpref.commands.build_dataset_options:main",
+                      "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data"),
     "reward": ("lightpref.reward.cli:main", "fit|validate|test|losses|export: train and export reward models "
                                             "(lightpref reward --help)"),
     "iterate": ("lightpref.iterate.workflow:main", "--config FILE.yaml [--ckpt_path last]: on-policy rounds "

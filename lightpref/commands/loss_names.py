@@ -6,8 +6,8 @@ resolves a short ``class_path`` only by the class names of subclasses already im
 ``LightningCLI`` has no registry of names for a parameter's classes (its optimiser and scheduler registries were
 removed). So :func:`resolve_registered_loss_names` wraps two of jsonargparse's private functions, checks that they
 exist (a clear error names the jsonargparse releases lightpref supports), and is called by
-:class:`~lightpref.commands.usage_errors.PreferenceArgumentParser` itself: every lightpref command's parser is one,
-so none has to remember it.
+:class:`~lightpref.commands.usage_errors.OneLineErrors`, the base of every parser lightpref builds (Lightning's for
+the commands that train, jsonargparse's for the others), so none has to remember it.
 """
 
 from __future__ import annotations

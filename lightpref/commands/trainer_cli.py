@@ -4,7 +4,7 @@ What it adds to Lightning's own CLI:
 
 - a loss given by registered name takes arguments like a class path does: ``--model.loss dpo
   --model.loss.init_args.beta 0.2``, or in YAML ``loss: {class_path: dpo, init_args: {beta: 0.2}}`` (every
-  :class:`~lightpref.commands.usage_errors.PreferenceArgumentParser` does this, see
+  :class:`~lightpref.commands.lightning_parser.PreferenceArgumentParser` does this, see
   :mod:`lightpref.commands.loss_names`);
 - help that reads cleanly: lightpref's model and data options first, Lightning's trainer options by their first
   sentence, no markup, a short usage line;
@@ -30,9 +30,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightpref.commands.lightning_parser import PreferenceArgumentParser
 from lightpref.commands.loss_names import is_loss_type
 from lightpref.commands.model_choice import chosen_model
-from lightpref.commands.usage_errors import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.losses.registry import registered_names
 from lightpref.run.callbacks import with_run_callbacks
@@ -153,9 +153,25 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         self.trainer.callbacks.append(RunDirectories.claiming(self.trainer.loggers) if claiming else RunDirectories())
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        callbacks = trainer_callbacks(self._get(self.config_init, "trainer", default={}))
-        callbacks.append(DiskReport())  # what the run left on disk, said at its end
+        callbacks = run_callbacks(self._get(self.config_init, "trainer", default={}))
         return super().instantiate_trainer(**{"callbacks": callbacks, **kwargs})
+
+
+def run_callbacks(settings: Mapping[str, Any]) -> list[Callback]:
+    """Every callback a ``fit`` (or a ``lightpref iterate`` round) adds to the Trainer's own: the run callbacks and
+    the model summary (:func:`trainer_callbacks`), and the report of what the run left on disk."""
+    return [*trainer_callbacks(settings), DiskReport()]
+
+
+def round_trainer(settings: Mapping[str, Any], callbacks: Sequence[Callback], **own: Any) -> Trainer:
+    """A Trainer of ``lightpref iterate``'s rounds, set up as ``fit``'s: ``settings`` (the config's ``trainer``
+    section, strategies named as ``fit`` names them, ``fsdp2`` included) with :func:`trainer_callbacks` around
+    ``callbacks`` (the round's disk use is the workflow's, so no :class:`DiskReport`); ``own`` are the settings the
+    round decides (its directory and logger)."""
+    register_strategies()
+    quiet_known_noise()
+    settings = {key: value for key, value in settings.items() if key != "__path__"}
+    return Trainer(**settings, **own, callbacks=trainer_callbacks({**settings, "callbacks": list(callbacks)}))
 
 
 def trainer_callbacks(settings: Mapping[str, Any]) -> list[Callback]:

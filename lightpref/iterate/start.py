@@ -1,6 +1,6 @@
 """What ``lightpref iterate`` checks before it writes anything, and when a run in ``out_dir`` may be continued.
 
-A run's ``config.json`` is written only once the start checks pass: the command (``--ckpt_path``, the strategy, the
+A run's ``config.json`` is written only once the start checks pass: the command (``--ckpt_path``, the
 launch), the models (``model.pretrained``, ``model.reference``, every ``model`` argument of the reward, e.g. a reward
 model, each an existing model directory or a Hub name that can be loaded), the ``iterate``, ``model`` and ``data``
 sections (each built once, so the reward model is loaded and the extras it needs are imported). A start that fails
@@ -30,13 +30,9 @@ RESUME_FREE_DATA_KEYS = {"skip_invalid", "num_workers", "num_proc", "cache_dir"}
 
 
 def check_command(config: Namespace) -> None:
-    """``--ckpt_path``, the strategy and the launch: what the command itself can get wrong."""
+    """``--ckpt_path`` and the launch: what the command itself can get wrong."""
     if config.ckpt_path not in (None, "last"):
         raise ValueError(f"--ckpt_path must be `last` (continue the run in iterate.out_dir), got {config.ckpt_path!r}")
-    strategy = getattr(config.trainer, "strategy", "")
-    if "fsdp" in str(strategy).lower():
-        raise ValueError("lightpref iterate supports single-device and DDP training; `trainer.strategy` "
-                         f"{strategy!r} shards the policy, which it cannot yet save per round")
     check_launch(config.trainer)
 
 

@@ -44,7 +44,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from lightpref.commands import trainer_cli
-from lightpref.commands.usage_errors import PreferenceArgumentParser
+from lightpref.commands.lightning_parser import PreferenceArgumentParser
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation.generation import SamplingSettings, evaluate_policy, sequence_logprobs
 from lightpref.io import atomic_write_text
@@ -60,7 +60,6 @@ from lightpref.iterate.stages import (
     write_jsonl,
 )
 from lightpref.iterate.start import check_command, check_models, check_out_dir
-from lightpref.models.export import save_policy
 from lightpref.models.pretrained import converted_gguf, load_model, load_tokenizer
 from lightpref.run.checkpointing import remove_path, replace_atomically, staging_path
 from lightpref.training.module import PreferenceModule
@@ -190,7 +189,7 @@ class IterativeRun:
         elif self.iteration.update_reference:
             model.reference = None  # a frozen copy of the round's starting policy
         module = instantiate("model", model)
-        module.export_dir = None  # the policy is saved by the run, atomically
+        module.export_dir = None  # :meth:`train` sets the round's own (aside, then renamed into place)
         return module
 
     def data(self, round_: int, **source: Any) -> PreferenceDataModule:
@@ -207,23 +206,23 @@ class IterativeRun:
         self.data(1, records=[])
 
     def train(self, round_: int) -> None:
+        """Train the round with fit's Trainer setup (:func:`~lightpref.commands.trainer_cli.round_trainer`) and save
+        its policy with fit's export (gathered from its shards under FSDP), aside and then renamed into place."""
         directory = self.round_dir(round_)
         seed_everything(self.config.seed_everything + round_, verbose=False)
         module, data = self.module(round_), self.data(round_)
-        checkpoints = directory / "checkpoints"
-        trainer_settings = {key: value for key, value in vars(self.config.trainer).items() if key != "__path__"}
+        checkpoints, staging = directory / "checkpoints", staging_path(directory / "policy")
         own = [ModelCheckpoint(dirpath=checkpoints, every_n_train_steps=self.iteration.checkpoint_every_n_steps,
                                save_top_k=0, save_last=True), FaultHook(f"round{round_}")]
-        callbacks = trainer_cli.trainer_callbacks({**trainer_settings, "callbacks": own})  # fit's bar and summary
-        trainer = Trainer(**trainer_settings, callbacks=callbacks, default_root_dir=str(directory),
-                          logger=TensorBoardLogger(directory, name="", version="train"))
-        last = checkpoints / "last.ckpt"
-        trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
+        trainer = trainer_cli.round_trainer(vars(self.config.trainer), own, default_root_dir=str(directory),
+                                            logger=TensorBoardLogger(directory, name="", version="train"))
+        if self.rank == 0:
+            remove_path(staging)
+        module.export_dir, module.export_overwrite = str(staging.absolute()), True
+        last = checkpoints / "last.ckpt"  # a file, or a directory of shards under FSDP
+        trainer.fit(module, data, ckpt_path=str(last) if last.exists() else None)
         fault_point(f"round{round_}:trained")
         if trainer.is_global_zero:
-            staging = staging_path(directory / "policy")  # written aside, then renamed into place as checkpoints are
-            remove_path(staging)
-            save_policy(module.policy, staging, self.tokenizer)
             replace_atomically(staging, directory / "policy")
             if not self.iteration.keep_checkpoints:
                 shutil.rmtree(checkpoints, ignore_errors=True)  # the saved policy supersedes them

@@ -11,7 +11,6 @@ own code runs only with ``--trust-remote-code`` on the command line, whatever th
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -168,16 +167,20 @@ def export_checkpoint(checkpoint: Path, output: Path, merge: bool = True, trust_
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lightpref export", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by `lightpref fit`")
-    parser.add_argument("output", type=Path, help="the directory to write (new or empty)")
-    parser.add_argument("--adapter-only", action="store_true", help="save a LoRA adapter alone instead of merging")
-    parser.add_argument("--trust-remote-code", action="store_true",
+    from lightpref.commands.usage_errors import CommandParser
+
+    parser = CommandParser(prog="lightpref export", env_prefix="",
+                           description="A checkpoint's policy as a Hugging Face model directory.")
+    parser.add_argument("checkpoint", type=str, metavar="CHECKPOINT", help="a .ckpt written by `lightpref fit`")
+    parser.add_argument("output", type=str, metavar="OUTPUT", help="the directory to write (new or empty)")
+    parser.add_argument("--adapter_only", "--adapter-only", action="store_true",
+                        help="save a LoRA adapter alone instead of merging")
+    parser.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
                         help="run the model's own code shipped with its weights (never taken from the checkpoint)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(argv))
     try:
-        export_checkpoint(args.checkpoint, args.output, merge=not args.adapter_only,
+        export_checkpoint(Path(args.checkpoint), Path(args.output), merge=not args.adapter_only,
                           trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         parser.exit(2, f"lightpref export: error: {error}\n")
