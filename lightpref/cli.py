@@ -37,8 +37,8 @@ TRAINER_COMMANDS = {
 OWN_COMMANDS = {
     "losses": ("lightpref.cli:list_losses", "list the registered losses: name, reference needed, distribution, "
                                             "summary"),
-    "export": ("lightpref.models.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a Hugging "
-                                        "Face model directory"),
+    "export": ("lightpref.commands.export:main", "CHECKPOINT OUTPUT [--adapter-only]: a checkpoint's policy as a "
+                                                 "Hugging Face model directory"),
     "build-dataset": ("lightpref.commands.build_dataset_options:main",
                       "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data"),
     "reward": ("lightpref.reward.cli:main", "fit|validate|test|losses|export: train and export reward models "

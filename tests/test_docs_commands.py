@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lightpref.cli import build_cli, main
-from lightpref.evaluation import build_dataset
+from lightpref.commands import build_dataset_options as build_dataset
 from lightpref.losses import registered_names
 
 REPO = Path(__file__).resolve().parents[1]

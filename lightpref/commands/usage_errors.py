@@ -128,11 +128,3 @@ class OneLineErrors:
 
 class CommandParser(OneLineErrors, ArgumentParser):
     """jsonargparse's parser with lightpref's usage errors: the parser of the commands that do not train."""
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PreferenceArgumentParser":  # its home imports Lightning: only when asked for
-        from lightpref.commands.lightning_parser import PreferenceArgumentParser
-
-        return PreferenceArgumentParser
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

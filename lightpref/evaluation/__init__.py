@@ -5,7 +5,7 @@
   :class:`CompletionLength` rewards, :class:`SequenceClassifierReward` (any Hugging Face reward model) and
   :class:`JudgeRanking` over a :class:`PairwiseJudge` such as :class:`LanguageModelJudge`;
 - :func:`arithmetic_prompts` and :class:`ArithmeticCorrectness`, small arithmetic questions and a correctness reward;
-- :func:`review_prompts`, lightpref's deterministic review prompts; ``python -m lightpref.evaluation.build_dataset``
+- :func:`review_prompts`, lightpref's deterministic review prompts; ``lightpref build-dataset``
   turns prompts, a model and a reward into preference pairs. See ``docs/evaluation.md``.
 """
 

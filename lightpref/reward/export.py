@@ -9,7 +9,6 @@ loads the trained weights, and writes the same directory. Reading a checkpoint n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +49,3 @@ def export_reward_checkpoint(checkpoint: Path, output: Path, trust_remote_code: 
         raise ValueError(f"{checkpoint} does not fit the reward model it records: {len(unexpected)} unexpected and "
                          f"{len(missing)} missing weights (e.g. {(unexpected or missing)[:3]})")
     save_reward_model(model, output, source.load_tokenizer(), source)
-
-
-def main(argv: Sequence[str]) -> int:
-    from lightpref.commands.usage_errors import CommandParser
-
-    parser = CommandParser(prog="lightpref reward export", env_prefix="",
-                           description="A reward-model checkpoint as a Hugging Face model directory.")
-    parser.add_argument("checkpoint", type=str, metavar="CHECKPOINT", help="a .ckpt written by `lightpref reward fit`")
-    parser.add_argument("output", type=str, metavar="OUTPUT", help="the directory to write (new or empty)")
-    parser.add_argument("--trust_remote_code", "--trust-remote-code", action="store_true",
-                        help="run the model's own code shipped with its weights (never taken from the checkpoint)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    args = parser.parse_args(list(argv))
-    try:
-        export_reward_checkpoint(Path(args.checkpoint), Path(args.output), args.trust_remote_code, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        parser.exit(2, f"lightpref reward export: error: {error}\n")
-    print(f"exported {args.checkpoint} to {args.output}")
-    return 0

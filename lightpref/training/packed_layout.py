@@ -12,12 +12,17 @@ A pair ``prompt ∥ chosen ∥ rejected`` (a ranked group ``prompt ∥ c1 ∥ �
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from lightpref.batch import pair_groups
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PROMPT, CHOSEN, REJECTED, PADDING = 0, 1, 2, -1  # the branch of each packed token
 
@@ -180,3 +185,36 @@ def block_mask(packed: PackedBatch) -> object:
 
     rows, length = segment.shape
     return create_block_mask(mask_mod, rows, None, length, length, device=segment.device)
+
+
+def auto_packed_length(model: PreTrainedModel) -> int:
+    """The default longest packed row: 4 × the model's hidden size, at most 8192 tokens.
+
+    A dense-masked row of L tokens costs O(L·d) attention per token (masked blocks are computed too), the rest of a
+    layer O(d²): rows much longer than d spend more on attention than packing saves on padding, and the mask takes
+    O(L²) memory. Measured on CPU (4 HH-RLHF pairs a batch): SmolLM2-135M (d = 576) is fastest with one ~1000-token
+    row (2.1× the plain forward, 1.8× with a row per pair); the 32-wide test model is 0.6× with one 2500-token row
+    but 1.16× with a row per pair.
+    """
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return min(8192, 4 * int(getattr(config, "hidden_size", 2048)))
+
+
+def unsupported_reason(model: PreTrainedModel, attention_mask: Tensor, completion_mask: Tensor) -> str | None:
+    """Why a custom-mask or packed forward would not equal the plain forward here, or ``None``."""
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or []) or getattr(
+        config, "use_sliding_window", True
+    )
+    if window and sliding and attention_mask.sum(1).max() > window:
+        return f"{type(model).__name__} has sliding-window attention, which a custom attention mask would drop"
+    decoder = model.get_decoder()
+    if decoder is None or "position_ids" not in inspect.signature(decoder.forward).parameters:
+        return f"{type(model).__name__}'s decoder takes no `position_ids`"
+    lengths = attention_mask.sum(1, keepdim=True)  # (2B, 1)
+    if not torch.equal(attention_mask.bool(), torch.arange(attention_mask.shape[1], device=lengths.device) < lengths):
+        return "the batch is not right-padded (the plain forward's positions would differ)"
+    if (completion_mask.bool() & ~attention_mask.bool()).any():
+        return "`completion_mask` marks padding tokens"
+    return None

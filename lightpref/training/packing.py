@@ -25,7 +25,6 @@ the model over it.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import dataclass
 
@@ -35,50 +34,24 @@ from transformers import PreTrainedModel
 
 from lightpref.batch import Sequences, UnpairedBatch
 from lightpref.training.forward import TokenLogProbs, completion_logprobs, scatter_completion, target_logprobs
-from lightpref.training.packed_layout import PackedBatch, attention_mask_4d, block_mask, pack_batch
+from lightpref.training.packed_layout import (
+    PackedBatch,
+    attention_mask_4d,
+    auto_packed_length,
+    block_mask,
+    pack_batch,
+    unsupported_reason,
+)
 
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")  # take a custom 4D mask (a BlockMask for flex)
 PACKING_ONLY = ("flash_attention_2", "flash_attention_3")  # pack from position_ids, no custom mask
 _warned: set[str] = set()
 
 
-def auto_packed_length(model: PreTrainedModel) -> int:
-    """The default longest packed row: 4 × the model's hidden size, at most 8192 tokens.
-
-    A dense-masked row of L tokens costs O(L·d) attention per token (masked blocks are computed too), the rest of a
-    layer O(d²): rows much longer than d spend more on attention than packing saves on padding, and the mask takes
-    O(L²) memory. Measured on CPU (4 HH-RLHF pairs a batch): SmolLM2-135M (d = 576) is fastest with one ~1000-token
-    row (2.1× the plain forward, 1.8× with a row per pair); the 32-wide test model is 0.6× with one 2500-token row
-    but 1.16× with a row per pair.
-    """
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return min(8192, 4 * int(getattr(config, "hidden_size", 2048)))
-
-
 def _warn_once(reason: str) -> None:
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(f"lightpref: {reason}", stacklevel=3)
-
-
-def _unsupported(model: PreTrainedModel, attention_mask: Tensor, completion_mask: Tensor) -> str | None:
-    """Why a custom-mask or packed forward would not equal the plain forward here, or ``None``."""
-    config = model.config
-    window = getattr(config, "sliding_window", None)
-    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or []) or getattr(
-        config, "use_sliding_window", True
-    )
-    if window and sliding and attention_mask.sum(1).max() > window:
-        return f"{type(model).__name__} has sliding-window attention, which a custom attention mask would drop"
-    decoder = model.get_decoder()
-    if decoder is None or "position_ids" not in inspect.signature(decoder.forward).parameters:
-        return f"{type(model).__name__}'s decoder takes no `position_ids`"
-    lengths = attention_mask.sum(1, keepdim=True)  # (2B, 1)
-    if not torch.equal(attention_mask.bool(), torch.arange(attention_mask.shape[1], device=lengths.device) < lengths):
-        return "the batch is not right-padded (the plain forward's positions would differ)"
-    if (completion_mask.bool() & ~attention_mask.bool()).any():
-        return "`completion_mask` marks padding tokens"
-    return None
 
 
 def packed_inputs(model: PreTrainedModel, packed: PackedBatch) -> dict[str, Tensor | object | None]:
@@ -131,7 +104,7 @@ def packed_completion_logprobs(
     reason = None
     if implementation not in MASKED_ATTENTION + PACKING_ONLY:
         reason = f"attention implementation {implementation!r} takes no custom mask or packed sequences"
-    reason = reason or _unsupported(model, attention_mask, completion_mask)
+    reason = reason or unsupported_reason(model, attention_mask, completion_mask)
     if reason:
         _warn_once(f"{reason}; using the plain forward")
         return completion_logprobs(model, input_ids, attention_mask, completion_mask, chunk_size, with_collision)

@@ -30,6 +30,7 @@ prompts, an example whose two rows do not share their prompt tokens, and whateve
 from __future__ import annotations
 
 import inspect
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -37,8 +38,16 @@ from transformers import DynamicCache, PreTrainedModel
 
 from lightpref.batch import UnpairedBatch
 from lightpref.training.forward import TokenLogProbs, _output_head, head_logprobs, scatter_completion
-from lightpref.training.packed_layout import PROMPT, attention_mask_4d, pack_batch
-from lightpref.training.packing import Scorer, _unsupported, auto_packed_length
+from lightpref.training.packed_layout import (
+    PROMPT,
+    attention_mask_4d,
+    auto_packed_length,
+    pack_batch,
+    unsupported_reason,
+)
+
+if TYPE_CHECKING:
+    from lightpref.training.packing import Scorer  # the caller: it routes unpaired batches here
 
 CACHED_ATTENTION = ("sdpa", "eager")  # take a 4D mask whose keys are the cache's then the new tokens'
 
@@ -56,7 +65,7 @@ def split_unsupported(model: PreTrainedModel, scorer: Scorer, batch: UnpairedBat
         "is_gradient_checkpointing")
     if getattr(model, checkpointing, False):
         return "gradient checkpointing turns the key/value cache off"
-    reason = _unsupported(model, batch.attention_mask, batch.completion_mask)
+    reason = unsupported_reason(model, batch.attention_mask, batch.completion_mask)
     if reason:
         return reason
     own, mismatched = batch.rows_at(0), batch.rows_at(1)

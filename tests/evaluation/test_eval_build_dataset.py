@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from eval_support import PROMPTS
 
+from lightpref.commands.build_dataset_options import main
 from lightpref.data import PreferenceDataModule
 from lightpref.evaluation import CompletionLength, SamplingSettings
-from lightpref.evaluation.build_dataset import build_dataset, done_prompts, main
+from lightpref.evaluation.build_dataset import build_dataset, done_prompts
 from lightpref.testing import tiny_model, tiny_tokenizer
 
 SETTINGS = SamplingSettings(max_new_tokens=10, batch_size=8, seed=1)
@@ -111,7 +112,7 @@ def test_too_few_samples_is_an_error(model, tokenizer, tmp_path):
 
 
 def test_the_script_reads_a_prompt_file(tiny_checkpoint, tmp_path, capsys):
-    """``python -m lightpref.evaluation.build_dataset …`` (run in-process: a subprocess would cost an import)."""
+    """``lightpref build-dataset …`` (run in-process: a subprocess would cost an import)."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Human: hello\n\nThe quick brown fox\n")
     output = tmp_path / "cli.jsonl"
