@@ -20,7 +20,7 @@ from lightpref.data.inputs import DataInputs
 from lightpref.data.loaders import hub_stream, rows_loader, training_order
 from lightpref.data.mixture import DataSource
 from lightpref.data.pipeline import write_split
-from lightpref.data.splits import IndexedRows, log_counts, training_positions
+from lightpref.data.splits import IndexedRows, cached_splits, log_counts
 from lightpref.data.streaming import StreamingPairs
 from lightpref.data.tokenize import check_lengths
 from lightpref.data.unpaired import label_counts
@@ -242,21 +242,9 @@ class PreferenceDataModule(LightningDataModule):
         if not cache.is_complete(directory):  # setup() called without prepare_data()
             self.prepare_data()
         self.stats = cache.read_stats(directory)
-        train, val = cache.read_split(directory, "train"), cache.read_split(directory, "val")
-        train_stats, records = self.stats["train"], RECORD_NAMES[self.shape]
-        if train is None:
-            raise ValueError(
-                f"no training {records} left: {train_stats['skipped_invalid']} invalid records skipped, "
-                f"{train_stats['dropped_by_truncation']} {records} dropped by truncation; check the data, or raise "
-                "`max_length`"
-            )
-        source_counts = train_stats["sources"]
-        positions, val_positions, mixed = training_positions(len(train), source_counts, self.inputs.sources,
-                                                             self.val_fraction, self.seed)
-        if val_positions is not None:  # the positions in memory: the cache stays read-only
-            val = train.select(val_positions, keep_in_memory=True)
-        if positions != range(len(train)):
-            train = train.select(positions, keep_in_memory=True)
+        records = RECORD_NAMES[self.shape]
+        train, val, mixed = cached_splits(directory, self.stats, records, self.inputs.sources, self.val_fraction,
+                                          self.seed)
         self.train_dataset, self.val_dataset = train, val
         log_counts(self.stats, mixed, from_cache=getattr(self, "_read_from_cache", True), records=records)
         if self.shape == UNPAIRED:

@@ -11,12 +11,17 @@ import random
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset as TorchDataset
 
+from lightpref.data import cache
 from lightpref.data.mixture import DataSource, mixture_indices
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -60,6 +65,31 @@ def training_positions(
               for end, counts in zip(ends, source_counts, strict=True)]
     chosen = mixture_indices(groups, sources, seed)
     return [i for group in chosen for i in group], val_positions, [len(group) for group in chosen]
+
+
+def cached_splits(
+    directory: Path, stats: Mapping[str, Mapping[str, Any]], records: str, sources: Sequence[DataSource],
+    val_fraction: float, seed: int,
+) -> tuple[Dataset, Dataset | None, list[int] | None]:
+    """The training and validation datasets a run uses from the cache in ``directory`` (the validation hold-out and a
+    mixture's choice applied, their positions kept in memory so the cache stays read-only), and the pairs each
+    mixture source contributes (``None`` unless a source is weighted or capped). No training ``records`` left is an
+    error saying why, from the cache's counts ``stats``."""
+    train, val = cache.read_split(directory, "train"), cache.read_split(directory, "val")
+    train_stats = stats["train"]
+    if train is None:
+        raise ValueError(
+            f"no training {records} left: {train_stats['skipped_invalid']} invalid records skipped, "
+            f"{train_stats['dropped_by_truncation']} {records} dropped by truncation; check the data, or raise "
+            "`max_length`"
+        )
+    positions, val_positions, mixed = training_positions(len(train), train_stats["sources"], sources, val_fraction,
+                                                         seed)
+    if val_positions is not None:
+        val = train.select(val_positions, keep_in_memory=True)
+    if positions != range(len(train)):
+        train = train.select(positions, keep_in_memory=True)
+    return train, val, mixed
 
 
 def log_counts(stats: Mapping[str, Mapping[str, Any]], mixed: Sequence[int] | None, from_cache: bool = False,
