@@ -11,7 +11,8 @@ pipeline (:mod:`lightpref.data.pipeline`), run in this process or on workers (:m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -56,26 +57,29 @@ class TokenizeJob:
         return pa.schema([(name, IDS) for name in names] + [(MARGIN_COLUMN, pa.float32())])  # null: no margin
 
 
+@contextmanager
+def located(chunk: Chunk) -> Iterator[None]:
+    """A :class:`~lightpref.data.tokenize.PairError` raised as a ``ValueError`` starting with its row's location."""
+    try:
+        yield
+    except PairError as error:
+        raise ValueError(f"{chunk[error.index][0]}: {error}") from None
+
+
 def tokenize_chunk(job: TokenizeJob, chunk: Chunk) -> tuple[pa.RecordBatch, dict[str, int]]:
     """The kept pairs of a chunk as one record batch, and the chunk's counts; an error names the row's location."""
     stats = TokenizeStats()
     examples = checked_shape(chunk, job.ranked, job.unpaired)
     if job.unpaired:
-        try:
+        with located(chunk):
             rows = tokenize_unpaired(examples, job.tokenizer, job.max_length, job.max_prompt_length, stats)
-        except PairError as error:
-            raise ValueError(f"{chunk[error.index][0]}: {error}") from None
         return unpaired_record_batch([row for row in rows if row is not None]), stats.as_dict()
     if job.ranked:
-        try:
+        with located(chunk):
             groups = tokenize_groups(examples, job.tokenizer, job.max_length, job.max_prompt_length, stats)
-        except PairError as error:
-            raise ValueError(f"{chunk[error.index][0]}: {error}") from None
         return groups_record_batch([group for group in groups if group is not None]), stats.as_dict()
-    try:
+    with located(chunk):
         pairs = tokenize_pairs(examples, job.tokenizer, job.max_length, job.max_prompt_length, job.views, stats)
-    except PairError as error:
-        raise ValueError(f"{chunk[error.index][0]}: {error}") from None
     kept = [pair for pair in pairs if pair is not None]
     columns = [[pair.prompt_ids for pair in kept], [pair.chosen_ids for pair in kept]]
     columns += [[pair.rejected_ids for pair in kept]]

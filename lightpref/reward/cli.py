@@ -52,7 +52,7 @@ def main(argv: Sequence[str]) -> int:
     if command == "losses":
         return list_reward_losses()
     if command == "export":
-        from lightpref.commands.reward_export import main as export
+        from lightpref.commands.export import reward_main as export
 
         return export(args[1:])
     if command in TRAINER_COMMANDS:
