@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from lightpref.iterate.workflow import run_iterate
+from lightpref.iterate.command import run_iterate
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "iterative_dpo.yaml"
 

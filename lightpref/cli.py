@@ -43,7 +43,7 @@ OWN_COMMANDS = {
                       "--output FILE.jsonl [--reward …]: sample, score and pair completions into preference data"),
     "reward": ("lightpref.reward.cli:main", "fit|validate|test|losses|export: train and export reward models "
                                             "(lightpref reward --help)"),
-    "iterate": ("lightpref.iterate.workflow:main", "--config FILE.yaml [--ckpt_path last]: on-policy rounds "
+    "iterate": ("lightpref.iterate.command:main", "--config FILE.yaml [--ckpt_path last]: on-policy rounds "
                                                    "(sample, score, pair, train), resumable"),
 }
 

@@ -157,9 +157,10 @@ def test_documented_command_runs(source, arguments, short_run, tmp_path, monkeyp
         else:
             assert build_dataset.parse_args(arguments[1:]).output is not None
     elif command == "iterate":  # parsed and its `iterate` section built; the rounds are tests/iterate's
-        from lightpref.iterate.workflow import build_parser, instantiate
+        from lightpref.iterate.command import parse_config
+        from lightpref.iterate.workflow import instantiate
 
-        config = build_parser().parse_args(arguments[1:])
+        config = parse_config(arguments[1:])
         assert instantiate("iterate", config.iterate).rounds >= 1
     elif command == "reward":
         run_reward_command(arguments[1:], tmp_path, capsys)
@@ -209,11 +210,11 @@ def test_documented_config_snippet_parses_on_top_of_the_quickstart(source, snipp
         if importlib.util.find_spec(module) is None:
             pytest.fail(f"the snippet needs {module!r}, which is neither lightpref's nor its example plugin")
     if "iterate" in yaml.safe_load(snippet):  # a `lightpref iterate` section: parsed on top of its shipped config
-        from lightpref.iterate.workflow import build_parser
+        from lightpref.iterate.command import parse_config
 
         (tmp_path / "snippet.yaml").write_text(snippet)
-        config = build_parser().parse_args(["--config", str(REPO / "configs" / "iterative_dpo.yaml"),
-                                            "--config", str(tmp_path / "snippet.yaml")])
+        config = parse_config(["--config", str(REPO / "configs" / "iterative_dpo.yaml"),
+                               "--config", str(tmp_path / "snippet.yaml")])
         assert config.iterate.reward is not None
         return
     if source.name == "reward_models.md":  # a reward-model snippet: parsed on top of the shipped reward config

@@ -25,7 +25,7 @@ from argparse import Action
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -139,6 +139,12 @@ class PreferenceCLI(CheckpointPathCLI, LightningCLI):
         parser.link_arguments(model + "pretrained", "data.tokenizer")
         parser.link_arguments(model + "gguf_file", "data.gguf_file")
         parser.link_arguments(model + "trust_remote_code", "data.trust_remote_code")  # one flag for model, tokenizer
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's, without its warning when both ``args`` and ``sys.argv`` hold arguments: ``lightpref``
+        hands each command (``reward fit``, ``iterate``) its own part of the command line as ``args``."""
+        is_object = isinstance(args, (dict, Namespace))
+        self.config = parser.parse_object(args) if is_object else parser.parse_args(args)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 from lightning.pytorch import Callback, Trainer
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -42,19 +43,25 @@ def fault_point(name: str) -> None:
 
 
 def rank_and_world() -> tuple[int, int]:
-    """This process's global rank and the number of processes (from torchrun's or Lightning's environment)."""
+    """This process's global rank and the number of processes: the process group's once it is started, before that
+    what torchrun told the process (Lightning's :class:`~lightning.fabric.plugins.environments.TorchElasticEnvironment`,
+    the launch ``lightpref iterate`` takes for several devices)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if TorchElasticEnvironment.detect():
+        environment = TorchElasticEnvironment()
+        return environment.global_rank(), environment.world_size()
+    return 0, 1
 
 
 def barrier() -> None:
-    """Wait for every process (a no-op in a single process); starts the process group if torchrun launched us."""
-    rank, world = rank_and_world()
-    if world == 1:
+    """Wait for every process (a no-op in a single process). The first call of several processes starts the process
+    group with torch's default backend for the device, the group the rounds' Trainers then use."""
+    if rank_and_world()[1] == 1:
         return
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch.distributed.init_process_group(torch.distributed.get_default_backend_for_device(device))
     torch.distributed.barrier()
 
 

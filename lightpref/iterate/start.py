@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins.environments import TorchElasticEnvironment
 
 from lightpref.io import atomic_write_text, fingerprint
 from lightpref.models.paths import check_model
@@ -39,7 +39,7 @@ def check_command(config: Namespace) -> None:
 def check_launch(trainer: Namespace) -> None:
     """Several devices need ``torchrun``: Lightning's own launcher would restart the whole workflow in every process
     at the first ``fit``, after rank 0 had sampled alone."""
-    if "RANK" in os.environ:  # torchrun (or SLURM through it) started every process
+    if TorchElasticEnvironment.detect():  # torchrun (or SLURM through it) started every process
         return
     devices, accelerator = getattr(trainer, "devices", "auto"), str(getattr(trainer, "accelerator", "auto"))
     gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0

@@ -31,14 +31,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from jsonargparse import ActionConfigFile, Namespace
-from lightning.pytorch import Trainer, seed_everything
+from jsonargparse import Namespace
+from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
@@ -59,31 +57,9 @@ from lightpref.iterate.stages import (
     sample_and_score,
     write_jsonl,
 )
-from lightpref.iterate.start import check_command, check_models, check_out_dir
 from lightpref.models.pretrained import converted_gguf, load_model, load_tokenizer
 from lightpref.run.checkpointing import remove_path, replace_atomically, staging_path
 from lightpref.training.module import PreferenceModule
-
-DATA_SOURCE_KEYS = {"tokenizer", "gguf_file", "train_files", "val_files", "hub_dataset", "hub_config", "train_split",
-                    "val_split", "records", "prompt_views"}
-TRAINER_OWN_KEYS = {"callbacks", "logger", "default_root_dir", "enable_checkpointing"}
-
-
-def build_parser() -> PreferenceArgumentParser:
-    """The parser of ``lightpref iterate``, of ``lightpref fit``'s class: loss names take arguments, a mistyped
-    option is one line naming the nearest ones, and help reads as fit's."""
-    parser = PreferenceArgumentParser(prog="lightpref iterate", description=__doc__.split("\n\n")[0], env_prefix="",
-                                      formatter_class=trainer_cli.HelpFormatter)
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (configs/iterative_dpo.yaml)")
-    parser.add_argument("--ckpt_path", type=str | None, default=None,
-                        help="`last`: continue the run stopped in iterate.out_dir where it stopped")
-    parser.add_argument("--seed_everything", type=int, default=0, help="global seed (round r uses seed + r)")
-    add_section(parser, "iterate")
-    add_section(parser, "model")
-    parser.add_class_arguments(PreferenceDataModule, "data", skip=DATA_SOURCE_KEYS, instantiate=False)
-    parser.add_class_arguments(Trainer, "trainer", skip=TRAINER_OWN_KEYS, instantiate=False, fail_untyped=False)
-    trainer_cli.arrange_help(parser)
-    return parser
 
 
 def add_section(parser: PreferenceArgumentParser, name: str) -> None:
@@ -265,37 +241,3 @@ class IterativeRun:
                                                        evaluation.rewards.tolist(), kl, strict=True)]
         write_jsonl(self.round_dir(round_) / "eval_samples.jsonl", rows)
         return metrics
-
-
-def run_iterate(argv: Sequence[str]) -> list[dict[str, float]]:
-    """Parse ``argv`` (as the command line) and run, or continue, the rounds; returns each round's metrics.
-
-    Nothing is written to ``iterate.out_dir`` before the start checks pass (see :mod:`lightpref.iterate.start`)."""
-    parser = build_parser()
-    config = parser.parse_args(list(argv))
-    trainer_cli.quiet_known_noise()  # what `lightpref fit` leaves out of its output
-    check_command(config)
-    check_models(config)
-    seed_everything(config.seed_everything, verbose=False)
-    run = IterativeRun(config, instantiate("iterate", config.iterate))  # the reward model loads here
-    run.check_sections()
-    out = Path(config.iterate.out_dir)
-    if rank_and_world()[0] == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        settings = json.loads(parser.dump(config, format="json", skip_validation=True))
-        check_out_dir(out, settings, config.ckpt_path == "last")
-    barrier()
-    return run.run()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    history = run_iterate(sys.argv[1:] if argv is None else argv)
-    for round_, metrics in enumerate(history):
-        pairs = f", {metrics['pairs/count']:.0f} pairs" if "pairs/count" in metrics else ""
-        print(f"round {round_}: held-out reward {metrics['heldout/reward']:.4f}, "
-              f"KL {metrics['heldout/kl']:.3f}{pairs}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from lightpref.evaluation.generation import SamplingSettings, sample_completions
 from lightpref.iterate import AllPairs, BestVsWorst
+from lightpref.iterate.command import parse_config, run_iterate
 from lightpref.iterate.settings import Iteration
-from lightpref.iterate.workflow import IterativeRun, build_parser, instantiate, run_iterate
+from lightpref.iterate.workflow import IterativeRun, instantiate
 from lightpref.models.pretrained import load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def test_pairing_rules_drop_ties_small_gaps_and_identical_texts():
 def test_shipped_iterate_config_parses():
     config_path = REPO / "configs" / "iterative_dpo.yaml"
     assert config_path.read_text().startswith("# Run: lightpref iterate --config configs/iterative_dpo.yaml")
-    config = build_parser().parse_args(["--config", str(config_path)])
+    config = parse_config(["--config", str(config_path)])
     iteration = instantiate("iterate", config.iterate)
     assert iteration.rounds == 2 and isinstance(iteration.pairing, BestVsWorst) and iteration.pairing.min_gap == 0.05
     assert instantiate("model", config.model).loss.beta == 0.1
@@ -42,8 +43,7 @@ def test_shipped_iterate_config_parses():
 def test_a_loss_name_takes_arguments_as_in_fit():
     """The config says `loss: sr_dpo`; its argument is given on the command line, as `lightpref fit` allows."""
     config_path = REPO / "configs" / "iterative_dpo.yaml"
-    config = build_parser().parse_args(["--config", str(config_path), "--model.loss", "sr_dpo",
-                                        "--model.loss.init_args.beta", "0.3"])
+    config = parse_config(["--config", str(config_path), "--model.loss", "sr_dpo", "--model.loss.init_args.beta", "0.3"])
     loss = instantiate("model", config.model).loss
     assert type(loss).__name__ == "SrDPO" and loss.beta == 0.3
 
@@ -119,14 +119,14 @@ def test_two_dpo_rounds_sample_on_policy(iterate_config, tiny_checkpoint):
 
 def test_reference_is_the_initial_model_or_the_round_start(iterate_config, tiny_checkpoint):
     config, out = iterate_config()
-    parsed = build_parser().parse_args(["--config", str(config)])
+    parsed = parse_config(["--config", str(config)])
     fixed = IterativeRun(parsed, instantiate("iterate", parsed.iterate))
     module = fixed.module(2)
     assert module.source.name == str(out / "round_1" / "policy") and module.export_dir is None
     assert module.reference.source.name == str(tiny_checkpoint) and not module.reference.copy_policy
     first = fixed.module(1).reference  # round 1: a copy of the initial policy
     assert first.source.name == str(tiny_checkpoint) and first.copy_policy
-    parsed = build_parser().parse_args(["--config", str(config), "--iterate.update_reference", "true"])
+    parsed = parse_config(["--config", str(config), "--iterate.update_reference", "true"])
     moving = IterativeRun(parsed, instantiate("iterate", parsed.iterate))
     second = moving.module(2).reference  # a frozen copy of round 1's policy
     assert second.source.name == str(out / "round_1" / "policy") and second.copy_policy
@@ -153,9 +153,10 @@ def test_ranks_share_the_chunks_and_write_what_one_process_writes(tiny_checkpoin
     chunks = chunks_of(["a b", "c d", "e f", "g h", "i j"], 2)  # 3 chunks
     settings = SamplingSettings(max_new_tokens=6, batch_size=4, seed=5)
 
-    def run(directory, rank, world):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", str(world))
+    def run(directory, rank, world):  # the environment torchrun gives each process (one node)
+        for name, value in {"TORCHELASTIC_RUN_ID": "test", "RANK": rank, "LOCAL_RANK": rank, "GROUP_RANK": 0,
+                            "WORLD_SIZE": world, "LOCAL_WORLD_SIZE": world}.items():
+            monkeypatch.setenv(name, str(value))
         return sample_and_score(lambda: model, tokenizer, chunks, CompletionLength(), settings, 2, directory, "r1")
 
     assert run(tmp_path / "one", 0, 1) == 3

@@ -3,8 +3,9 @@ every batch, give the rounds one process gives with the whole batch.
 
 Sampling is seeded per round and chunk, so round 1's pairs are the same file whichever process sampled each chunk.
 Training then differs only in floating-point summation order (the gradient is all-reduced over two halves instead of
-summed over one batch), so round 1's policies agree to 1e-5 and round 2, sampled from them, has the same pairs.
-Round 2 starts from policies 1e-5 apart, and AdamW (lr 0.01) turns a near-zero gradient of either sign into a step
+summed over one batch), so round 1's policies agree to 5e-5 (measured: below 1e-5 on one machine, 1.7e-5 on
+another; the matrix kernels differ by CPU) and round 2, sampled from them, has the same pairs. Round 2 starts from
+policies that close, and AdamW (lr 0.01) turns a near-zero gradient of either sign into a step
 of up to lr: its policies agree to 5e-3 (measured: 1.8e-3), against a change of about 3e-2 that its 3 steps make.
 """
 
@@ -18,10 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lightpref.iterate.workflow import run_iterate
+from lightpref.iterate.command import run_iterate
 
 REPO = Path(__file__).resolve().parents[2]
-WEIGHT_TOLERANCE = {1: 1e-5, 2: 5e-3}  # see the module docstring
+WEIGHT_TOLERANCE = {1: 5e-5, 2: 5e-3}  # see the module docstring
 
 
 @pytest.mark.slow

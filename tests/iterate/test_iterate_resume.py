@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from lightpref.iterate import stages, workflow
+from lightpref.iterate.command import run_iterate
 from lightpref.iterate.stages import FAULT_ENV
-from lightpref.iterate.workflow import run_iterate
 
 
 def run_until(config, fault: str) -> None:
     """``lightpref iterate --config … --ckpt_path last`` in a subprocess that must die at ``fault``."""
-    code = "import sys; from lightpref.iterate.workflow import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from lightpref.iterate.command import main; sys.exit(main(sys.argv[1:]))"
     result = subprocess.run([sys.executable, "-c", code, "--config", str(config), "--ckpt_path", "last"],
                             env={**os.environ, FAULT_ENV: fault}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 86, f"did not stop at {fault}: {result.returncode}\n{result.stderr[-3000:]}"
