@@ -43,11 +43,13 @@ def fit(
     validate_every: int | None = 2,
     val_batches: int | float = 1.0,
     shuffle: bool = True,
+    accumulate: int = 1,
     **module_args: Any,
 ) -> tuple[PreferenceModule, Trainer, list[float]]:
     """A few steps of a tiny model with a high learning rate on a quarter-validation split of ``pairs_file``,
-    validating every ``validate_every`` steps (``None``: at the last step). Returns the module, the trainer and the
-    training loss of every step. ``module_args`` go to :class:`PreferenceModule` unless ``module`` is given."""
+    validating every ``validate_every`` steps (``None``: at the last step), ``accumulate`` batches a step. Returns
+    the module, the trainer and the training loss of every step. ``module_args`` go to :class:`PreferenceModule`
+    unless ``module`` is given."""
     module = module or PreferenceModule(
         str(checkpoint), optimizer=lambda params: torch.optim.AdamW(params, lr=lr), **module_args
     )
@@ -61,6 +63,7 @@ def fit(
         enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=sanity_steps,
         limit_val_batches=val_batches, val_check_interval=validate_every or steps, check_val_every_n_epoch=None,
         enable_checkpointing=checkpoints, logger=logger, callbacks=[RecordLosses(losses), *callbacks],
+        accumulate_grad_batches=accumulate,
     )
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return module, trainer, losses

@@ -29,6 +29,7 @@ from lightpref.reward.scoring import RewardScorer
 from lightpref.run.checkpointing import run_safety_callbacks
 from lightpref.run.guards import ACTIONS, check_optimizer
 from lightpref.run.sharding import is_sharded, shard_models, unsharded_copy
+from lightpref.training.free_gradients import FreeGradientsAfterStep
 from lightpref.training.metrics import log_metrics
 from lightpref.training.schedules import optimisation
 from lightpref.views import PromptView
@@ -51,7 +52,7 @@ def pair_metrics(scores: PairScores, losses: Tensor, extra: Mapping[str, Tensor]
             **{name: value.detach() for name, value in extra.items()}}
 
 
-class RewardModule(LightningModule):
+class RewardModule(FreeGradientsAfterStep, LightningModule):
     """Trains a reward model r(x, y): one score per completion, read at its last token.
 
     Args:

@@ -25,6 +25,7 @@ from lightpref.run.sharding import is_sharded, shard_models
 from lightpref.training.checkpoint_state import ignore_missing_frozen, trim_state
 from lightpref.training.export_at_end import ExportAtEnd
 from lightpref.training.forward import TokenLogProbs
+from lightpref.training.free_gradients import FreeGradientsAfterStep
 from lightpref.training.group_pairs import AllPairs, GroupPairs
 from lightpref.training.metrics import batch_metrics, log_metrics
 from lightpref.training.packing import Scorer
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 DEFAULT_LR = 5e-7
 
 
-class PreferenceModule(ExportAtEnd, LightningModule):
+class PreferenceModule(ExportAtEnd, FreeGradientsAfterStep, LightningModule):
     """Preference optimisation of a causal LM against a frozen reference copy of it.
 
     The models are built in :meth:`configure_model`, so strategies that shard (FSDP) can build them shard by shard.

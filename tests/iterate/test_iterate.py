@@ -43,7 +43,8 @@ def test_shipped_iterate_config_parses():
 def test_a_loss_name_takes_arguments_as_in_fit():
     """The config says `loss: sr_dpo`; its argument is given on the command line, as `lightpref fit` allows."""
     config_path = REPO / "configs" / "iterative_dpo.yaml"
-    config = parse_config(["--config", str(config_path), "--model.loss", "sr_dpo", "--model.loss.init_args.beta", "0.3"])
+    config = parse_config(["--config", str(config_path), "--model.loss", "sr_dpo",
+                           "--model.loss.init_args.beta", "0.3"])
     loss = instantiate("model", config.model).loss
     assert type(loss).__name__ == "SrDPO" and loss.beta == 0.3
 

@@ -1,4 +1,4 @@
-"""``lightpref iterate``'s command line is fit's LightningCLI with an ``iterate`` section (lightpref.iterate.command)."""
+"""``lightpref iterate``'s command line: fit's LightningCLI with an ``iterate`` section (lightpref.iterate.command)."""
 
 import subprocess
 import sys
