@@ -15,6 +15,9 @@ from lightpref.training.packing import Scorer, packed_completion_logprobs
 from lightpref.training.split_forward import score_unpaired, split_logprobs, split_unsupported
 from lightpref.training.unpaired_step import unpaired_step
 
+# The models run in float64 and the log-probs come out in float32, so the two forwards' float64 values (1e-15 apart)
+# may round to neighbouring float32 values: equal means within one float32 step (2⁻²³ relative), no more.
+EXACT = {"rtol": 2.0**-23, "atol": 1e-12}
 SHAPES = [(6, 3, 5, True), (3, 4, 2, False), (5, 2, 6, True), (4, 5, 3, False)]  # prompt, own, mismatched, label
 
 
@@ -47,7 +50,7 @@ def test_mismatched_logps_and_z0_equal_the_plain_forward(implementation, max_pac
     split = split_logprobs(policy, batch, 4, max_packed_length)
     plain = completion_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask, 4)
     assert torch.equal(split.mask, plain.mask)
-    torch.testing.assert_close(split.logps, plain.logps, rtol=0, atol=1e-12)
+    torch.testing.assert_close(split.logps, plain.logps, **EXACT)
     torch.testing.assert_close(split.logits_sum, plain.logits_sum, rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         reference_sums = sums(completion_logprobs(reference, batch.input_ids, batch.attention_mask,
@@ -55,12 +58,12 @@ def test_mismatched_logps_and_z0_equal_the_plain_forward(implementation, max_pac
     mismatched = batch.rows_at(1)
     z0 = kl_reference_point(sums(split)[mismatched], reference_sums[mismatched])
     expected = (sums(plain)[mismatched] - reference_sums[mismatched]).mean().clamp(min=0)
-    torch.testing.assert_close(z0, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(z0, expected, **EXACT)
 
 
 def test_cache_is_attached_to_each_examples_own_prompt():
     """Under another example's prompt the mismatched completions score far from their own-prompt values (so the
-    1e-12 check above fails if a mismatched completion attended to a neighbour's cached prompt); the two-pass values
+    EXACT check above fails if a mismatched completion attended to a neighbour's cached prompt); the two-pass values
     are the own-prompt ones."""
     batch, policy = batch_of(), model_of()
     own, mismatched = batch.rows_at(0), batch.rows_at(1)
@@ -80,7 +83,7 @@ def test_cache_is_attached_to_each_examples_own_prompt():
             ids[b, : len(row)] = row
             completion[b, len(row) - int(batch.completion_mask[mismatched[b]].sum()) : len(row)] = True
         wrong = sums(completion_logprobs(policy, ids, (ids > 0).long(), completion, 4))
-    torch.testing.assert_close(split, plain[mismatched], rtol=0, atol=1e-12)
+    torch.testing.assert_close(split, plain[mismatched], **EXACT)
     assert (wrong - plain[mismatched]).abs().min() > 1e-3
 
 
@@ -113,8 +116,8 @@ def test_loss_and_gradients_equal_the_one_pass_forward(implementation):
         results.append((loss.detach(), metrics["kl"], [parameter.grad for parameter in policy.parameters()]))
     (one_loss, one_kl, one_grads), (two_loss, two_kl, two_grads) = results
     assert one_kl.item() > 0  # z₀ is not clamped to zero here, so its value matters
-    torch.testing.assert_close(two_loss, one_loss, rtol=0, atol=1e-12)
-    torch.testing.assert_close(two_kl, one_kl, rtol=0, atol=1e-12)
+    torch.testing.assert_close(two_loss, one_loss, **EXACT)
+    torch.testing.assert_close(two_kl, one_kl, **EXACT)
     for two, one in zip(two_grads, one_grads, strict=True):
         torch.testing.assert_close(two, one, rtol=1e-6, atol=1e-9)
 
@@ -154,7 +157,7 @@ def test_fallback_is_a_separate_no_grad_forward_with_the_same_result(case, monke
     tokens = score_unpaired(scorer, policy, batch)
     with torch.no_grad():
         plain = completion_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask, 4)
-    torch.testing.assert_close(tokens.logps.detach(), plain.logps, rtol=0, atol=1e-12)
+    torch.testing.assert_close(tokens.logps.detach(), plain.logps, **EXACT)
     parameters = list(policy.parameters())
     grads = torch.autograd.grad(sums(tokens)[batch.rows_at(1)].sum(), parameters, allow_unused=True)
     assert all(grad is None or not grad.any() for grad in grads)
